@@ -1,0 +1,72 @@
+package saga
+
+import "time"
+
+// Definition is an immutable, validated workflow definition: the steps a saga runs in order and how
+// each is retried and compensated. Build one with the definitions package (from YAML/JSON or with its
+// Go builder), which fills every default and validates it; the state machine assumes a valid
+// Definition and panics on an impossible one (for example no steps).
+type Definition struct {
+	// Name identifies the workflow: [a-z0-9-], 1..64 characters.
+	Name string `json:"name"`
+	// Version is >= 1; Name and Version together identify one body. A running instance always
+	// finishes on the version it started with.
+	Version int `json:"version"`
+	// Description is free text for people.
+	Description string `json:"description,omitempty"`
+	// Trigger, when not nil, starts an instance on a domain event.
+	Trigger *Trigger `json:"trigger,omitempty"`
+	// Steps run in order; there is at least one.
+	Steps []Step `json:"steps"`
+}
+
+// Trigger starts an instance of a definition when a domain event arrives on Subject.
+type Trigger struct {
+	// Subject is a concrete NATS subject (no wildcards), for example "events.order.placed".
+	Subject string `json:"subject"`
+	// Key names the field of the event's JSON payload whose value becomes the business key.
+	Key string `json:"key"`
+}
+
+// Step is one forward action of a saga and its optional compensation.
+type Step struct {
+	// Name is unique within the definition; a step's output is stored under it.
+	Name string `json:"name"`
+	// Service is the participant service that handles the step's commands
+	// (they go to saga.cmd.<service>.<command>).
+	Service string `json:"service"`
+	// Command is the forward command.
+	Command string `json:"command"`
+	// Compensation is the command that undoes Command; empty means there is nothing to undo.
+	Compensation string `json:"compensation,omitempty"`
+	// Timeout is how long one attempt waits for its reply before it counts as timed out.
+	Timeout time.Duration `json:"timeout"`
+	// Retry bounds the attempts of the forward command after timeouts.
+	Retry RetryPolicy `json:"retry"`
+	// CompensationRetry bounds the attempts of the compensation; when they are exhausted the saga
+	// ends failed and waits for an operator.
+	CompensationRetry RetryPolicy `json:"compensation_retry"`
+}
+
+// RetryPolicy bounds how often an action is attempted and how long to wait between attempts.
+// The wait before attempt n+1 is min(Backoff * 2^(n-1), MaxBackoff), then spread by Jitter.
+type RetryPolicy struct {
+	// MaxAttempts is the total number of attempts, first included: 1..1000.
+	MaxAttempts int `json:"max_attempts"`
+	// Backoff is the wait before the second attempt.
+	Backoff time.Duration `json:"backoff"`
+	// MaxBackoff caps the wait between attempts; Backoff <= MaxBackoff.
+	MaxBackoff time.Duration `json:"max_backoff"`
+	// Jitter is the fraction (0..1) by which a wait is randomly shortened or lengthened.
+	Jitter float64 `json:"jitter"`
+}
+
+// StepIndex returns the index of the step named name, or -1.
+func (d *Definition) StepIndex(name string) int {
+	for i := range d.Steps {
+		if d.Steps[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
