@@ -58,7 +58,11 @@ func TestHelpOnEveryCommand(t *testing.T) {
 			code, stdout, _ := runCLI(t, c.Name(), "--help")
 			require.Equal(t, 0, code)
 			require.Contains(t, stdout, "Usage:")
-			require.Contains(t, stdout, c.Short)
+			want := c.Long // help shows the long description when there is one
+			if want == "" {
+				want = c.Short
+			}
+			require.Contains(t, stdout, want)
 		})
 	}
 }

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+
+	"github.com/sagaflow/sagaflow/definitions"
+	"github.com/sagaflow/sagaflow/engine"
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/server"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/outbox"
+)
+
+// serverFlags are the flags of the commands that connect to a database and the bus.
+type serverFlags struct {
+	db        string
+	nats      string
+	logFormat string
+	logLevel  string
+}
+
+func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
+	c.Flags().StringVar(&f.db, "db", "", "database URL: postgres://user@host/db?sslmode=disable or sqlite:PATH (required)")
+	if needNATS {
+		c.Flags().StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URLs, comma-separated")
+	}
+	c.Flags().StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
+	c.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+func (f *serverFlags) check() error {
+	if f.db == "" {
+		return usageError{fmt.Errorf("--db (or $SAGAFLOW_DB) is required")}
+	}
+	if f.logFormat != "json" && f.logFormat != "text" {
+		return usageError{fmt.Errorf("--log-format %q: want json or text", f.logFormat)}
+	}
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)}
+	}
+	return nil
+}
+
+func (f *serverFlags) logger(w io.Writer) *slog.Logger {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(f.logLevel)) // checked by check
+	opts := &slog.HandlerOptions{Level: l}
+	if f.logFormat == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// listenDSN is the DSN for LISTEN/NOTIFY: the database URL on PostgreSQL, nothing on SQLite.
+func listenDSN(url string) string {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		return url
+	}
+	return ""
+}
+
+// connectNATS connects to the bus and keeps reconnecting forever: a NATS restart must not stop
+// a server (the relay and the consumers resume when it is back).
+func connectNATS(urls, name string, logger *slog.Logger) (*nats.Conn, error) {
+	nc, err := nats.Connect(urls, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Warn("nats disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", urls, err)
+	}
+	return nc, nil
+}
+
+func openDB(ctx context.Context, url string) (*sqlx.DB, error) {
+	db, err := sqldb.Open(ctx, url)
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", sqldb.Redact(url), err)
+	}
+	return db, nil
+}
+
+func newServeCmd() *cobra.Command {
+	var f serverFlags
+	var defsDir, httpAddr string
+	var relay, migrate bool
+	var streams bus.StreamsConfig
+	var replyBatch int
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the orchestrator (and by default the outbox relay and the HTTP API)",
+		Long: `Serve runs a production orchestrator node: it consumes replies, fires timers and triggers, starts
+sagas from the HTTP API, and relays its outbox to JetStream. Run as many replicas as you like: they
+share the work through a durable consumer and row locks. Every flag can be set by its SAGAFLOW_*
+environment variable.`,
+		Example: `  sagaflow serve --db postgres://postgres@127.0.0.1/sagaflow?sslmode=disable \
+    --nats nats://127.0.0.1:4222 --definitions ./definitions`,
+		Args: cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			if defsDir == "" {
+				return usageError{fmt.Errorf("--definitions (or $SAGAFLOW_DEFINITIONS) is required")}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			logger := f.logger(cmd.ErrOrStderr())
+			reg := definitions.NewRegistry()
+			if err := reg.LoadDir(defsDir); err != nil {
+				return fmt.Errorf("load definitions: %w", err)
+			}
+			db, err := openDB(ctx, f.db)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if migrate {
+				if err := engine.Migrate(ctx, db); err != nil {
+					return fmt.Errorf("migrate: %w", err)
+				}
+			}
+			nc, err := connectNATS(f.nats, "sagaflow-serve", logger)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			node, err := server.New(ctx, server.Config{
+				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
+				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Streams: streams,
+				Engine: engine.Config{ReplyBatch: replyBatch}, Logger: logger,
+			})
+			if err != nil {
+				return err
+			}
+			logger.Info("sagaflow serving", "definitions", len(reg.List()), "http", node.Addr(), "relay", relay, "db", sqldb.Redact(f.db))
+			return node.Run(ctx)
+		},
+	}
+	f.register(c, true)
+	c.Flags().StringVar(&defsDir, "definitions", "", "directory of definition files (*.yaml, *.yml, *.json) (required)")
+	c.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API; empty to serve none")
+	c.Flags().BoolVar(&relay, "relay", true, "relay the outbox to JetStream in this process (or run sagaflow relay)")
+	c.Flags().BoolVar(&migrate, "migrate", true, "apply database migrations at start")
+	c.Flags().IntVar(&streams.Replicas, "stream-replicas", 1, "replicas of each JetStream stream (3 on a NATS cluster)")
+	c.Flags().DurationVar(&streams.Duplicates, "duplicate-window", 2*time.Minute, "JetStream duplicate window of the streams")
+	c.Flags().IntVar(&replyBatch, "reply-batch", 64, "most replies applied in one transaction")
+	bindEnv(c)
+	return c
+}
+
+func newRelayCmd() *cobra.Command {
+	var f serverFlags
+	var batch int
+	var retention time.Duration
+	c := &cobra.Command{
+		Use:   "relay",
+		Short: "Relay a database's outbox to JetStream",
+		Long: `Relay publishes the rows of a database's outbox to JetStream and marks them published. Any
+number of relays may run on one PostgreSQL database (they claim rows with SKIP LOCKED). Use it for
+a service's database, or for the orchestrator's when "sagaflow serve --relay=false".`,
+		Example: `  sagaflow relay --db postgres://postgres@127.0.0.1/payments?sslmode=disable --nats nats://127.0.0.1:4222`,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return f.check() },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			logger := f.logger(cmd.ErrOrStderr())
+			db, err := openDB(ctx, f.db)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := outbox.Migrate(ctx, db); err != nil {
+				return fmt.Errorf("migrate outbox: %w", err)
+			}
+			nc, err := connectNATS(f.nats, "sagaflow-relay", logger)
+			if err != nil {
+				return err
+			}
+			defer nc.Close()
+			node, err := server.New(ctx, server.Config{
+				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Relay: true, Logger: logger,
+				RelayConfig: outbox.RelayConfig{BatchSize: batch, Retention: retention},
+			})
+			if err != nil {
+				return err
+			}
+			logger.Info("sagaflow relaying", "db", sqldb.Redact(f.db))
+			return node.Run(ctx)
+		},
+	}
+	f.register(c, true)
+	c.Flags().IntVar(&batch, "batch", 0, "rows claimed and published per batch (0: the relay's default)")
+	c.Flags().DurationVar(&retention, "retention", 0, "keep published rows this long (0: delete at once)")
+	bindEnv(c)
+	return c
+}
+
+func newMigrateCmd() *cobra.Command {
+	var f serverFlags
+	c := &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply the orchestrator's database migrations",
+		Example: `  sagaflow migrate --db postgres://postgres@127.0.0.1/sagaflow?sslmode=disable
+  sagaflow migrate --db sqlite:./sagaflow.db`,
+		Args:    cobra.NoArgs,
+		PreRunE: func(*cobra.Command, []string) error { return f.check() },
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := openDB(cmd.Context(), f.db)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := engine.Migrate(cmd.Context(), db); err != nil {
+				return fmt.Errorf("migrate: %w", err)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "migrated %s\n", sqldb.Redact(f.db))
+			return nil
+		},
+	}
+	f.register(c, false)
+	bindEnv(c)
+	return c
+}

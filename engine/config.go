@@ -1,0 +1,114 @@
+package engine
+
+import (
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sagaflow/sagaflow/definitions"
+	"github.com/sagaflow/sagaflow/outbox"
+)
+
+// Config configures an Engine. DB and Definitions are required; JetStream is required by Run
+// only (an Engine that only starts, reads, cancels and redrives sagas does not consume). Zero
+// fields take the defaults documented on them.
+type Config struct {
+	// DB is the orchestrator's database (PostgreSQL or SQLite), migrated with Migrate.
+	DB *sqlx.DB
+	// JetStream is the bus Run consumes replies and trigger events from. The streams must exist
+	// (bus.EnsureStreams).
+	JetStream jetstream.JetStream
+	// Definitions holds every definition the engine runs, each version a running instance may
+	// still be on.
+	Definitions *definitions.Registry
+	// Outbox writes outgoing commands inside the engine's transactions; nil means
+	// outbox.NewWriter with the DB's dialect and default settings.
+	Outbox *outbox.Writer
+	// Logger receives the engine's logs; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Rand returns a random number in [0, 1) for retry jitter; nil means math/rand/v2.Float64.
+	Rand func() float64
+	// ReplyBatch is the most replies applied in one transaction, and the number of replies the
+	// consumer holds unacknowledged at once. Default 64.
+	ReplyBatch int
+	// ReplyConsumer is the name of the durable JetStream consumer of replies, shared by every
+	// replica, and of the inbox that deduplicates them. Default "sagaflow-orchestrator".
+	ReplyConsumer string
+	// MaxDeliver is how often a reply or trigger event is delivered before it goes to the
+	// dead-letter stream. Default 10.
+	MaxDeliver int
+	// TimerInterval is the timers' fallback poll: how long they sleep at most when no nearer
+	// deadline is known. Default 1s.
+	TimerInterval time.Duration
+	// TimerBatch is the most due instances the timers claim in one transaction. Default 128.
+	TimerBatch int
+	// ListenDSN, on PostgreSQL, is a DSN the timers LISTEN on (through lib/pq's listener) to be
+	// woken when another replica writes a near deadline; when set, transactions that write a
+	// deadline due within TimerInterval send a NOTIFY. Empty: in-process wake-ups and the poll only.
+	ListenDSN string
+	// OnCommit, when set, is called after every committed transaction of the engine that wrote
+	// outbox rows: dev mode passes the relay's Wake.
+	OnCommit func()
+	// ShutdownTimeout bounds how long Run waits for in-flight replies after ctx is done. Default 30s.
+	ShutdownTimeout time.Duration
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Float64
+	}
+	if c.ReplyBatch == 0 {
+		c.ReplyBatch = 64
+	}
+	if c.ReplyConsumer == "" {
+		c.ReplyConsumer = "sagaflow-orchestrator"
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = 10
+	}
+	if c.TimerInterval == 0 {
+		c.TimerInterval = time.Second
+	}
+	if c.TimerBatch == 0 {
+		c.TimerBatch = 128
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 30 * time.Second
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if c.DB == nil {
+		errs = append(errs, errors.New("engine config: DB is required"))
+	}
+	if c.Definitions == nil {
+		errs = append(errs, errors.New("engine config: Definitions is required"))
+	}
+	if c.ReplyBatch < 1 {
+		errs = append(errs, errors.New("engine config: ReplyBatch must be >= 1"))
+	}
+	if c.MaxDeliver < 1 {
+		errs = append(errs, errors.New("engine config: MaxDeliver must be >= 1"))
+	}
+	if c.TimerInterval < 0 {
+		errs = append(errs, errors.New("engine config: TimerInterval must not be negative"))
+	}
+	if c.TimerBatch < 1 {
+		errs = append(errs, errors.New("engine config: TimerBatch must be >= 1"))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,331 @@
+package engine
+
+import (
+	"context"
+	"embed"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/sagaflow/sagaflow/internal/migrate"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/outbox"
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates or upgrades the engine's tables (sagaflow_instances, sagaflow_history) and the
+// outbox's and inbox's (outbox.Migrate) in db. It is safe to run from several replicas at once.
+func Migrate(ctx context.Context, db *sqlx.DB) error {
+	if err := outbox.Migrate(ctx, db); err != nil {
+		return err
+	}
+	if _, err := migrate.Apply(ctx, db, "engine", migrations); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Engine runs saga instances: it starts them, applies replies, deadlines and operator requests to
+// them one transaction at a time, and sends their commands through the outbox. Its methods are
+// safe for concurrent use, and any number of Engines (replicas) may share one database and bus.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	store   *store
+	outbox  *outbox.Writer
+	inbox   *outbox.Inbox
+	timers  *timers
+	waiters waiters
+}
+
+// New returns an Engine for cfg. It reports every problem of cfg at once.
+func New(cfg Config) (*Engine, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	dialect := sqldb.DialectOf(cfg.DB)
+	e := &Engine{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "engine"),
+		store:  newStore(dialect),
+		outbox: cfg.Outbox,
+		inbox:  outbox.NewInbox(dialect, cfg.ReplyConsumer),
+		timers: newTimers(),
+	}
+	if e.outbox == nil {
+		e.outbox = outbox.NewWriter(dialect, outbox.WriterConfig{})
+	}
+	return e, nil
+}
+
+// Start starts an instance of the definition (its latest version unless opts.Version is set) with
+// the business key and input (JSON; empty means null), and returns its id. With
+// opts.IdempotencyKey set, a repeated Start returns the id of the instance the first one started.
+// The first command is in the outbox when Start returns.
+func (e *Engine) Start(ctx context.Context, definition, businessKey string, input json.RawMessage, opts StartOptions) (string, error) {
+	var id string
+	var t *tx
+	err := sqldb.InTx(ctx, e.cfg.DB, func(sqlTx *sqlx.Tx) error {
+		var err error
+		id, t, err = e.start(ctx, sqlTx, definition, businessKey, input, opts)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	if t != nil {
+		t.committed()
+	}
+	return id, nil
+}
+
+// StartTx is Start inside the caller's transaction: the instance and its first command exist if
+// and only if the caller commits. After the commit, the relay publishes the command on its next
+// poll (or NOTIFY); call the relay's Wake to hurry it.
+func (e *Engine) StartTx(ctx context.Context, sqlTx *sqlx.Tx, definition, businessKey string, input json.RawMessage, opts StartOptions) (string, error) {
+	id, _, err := e.start(ctx, sqlTx, definition, businessKey, input, opts)
+	return id, err
+}
+
+// start starts an instance in sqlTx; it returns a nil tx when the idempotency key found an
+// existing one (nothing was written).
+func (e *Engine) start(ctx context.Context, sqlTx *sqlx.Tx, definition, businessKey string, input json.RawMessage, opts StartOptions) (string, *tx, error) {
+	def, err := e.definition(definition, opts.Version)
+	if err != nil {
+		return "", nil, fmt.Errorf("start %s: %w", definition, err)
+	}
+	if len(input) > 0 && !json.Valid(input) {
+		return "", nil, fmt.Errorf("start %s: input is not valid JSON: %w", definition, ErrInvalidInput)
+	}
+	if opts.IdempotencyKey != "" {
+		id, err := e.store.findByIdempotencyKey(ctx, sqlTx, def.Name, opts.IdempotencyKey)
+		if err != nil || id != "" {
+			return id, nil, err
+		}
+	}
+	uid, err := uuid.NewV7()
+	if err != nil {
+		return "", nil, fmt.Errorf("start %s: new id: %w", definition, err)
+	}
+	t := e.newTx(sqlTx)
+	r := &row{traceID: newTraceID(), idemKey: opts.IdempotencyKey, rowVersion: 1, isNew: true}
+	ev := saga.Event{Kind: saga.EventStart, Time: t.now, Rand: e.rand(), ID: uid.String(), BusinessKey: businessKey, Input: input}
+	rejected, err := t.apply(def, r, ev, eventMeta{actor: opts.Actor})
+	if err != nil {
+		return "", nil, err
+	}
+	if rejected != nil {
+		return "", nil, fmt.Errorf("start %s: %w: %w", definition, ErrInvalidInput, rejected)
+	}
+	if opts.IdempotencyKey != "" || opts.Version != 0 {
+		t.history[0].Detail = detail("business_key", businessKey, "version", def.Version, "idempotency_key", opts.IdempotencyKey)
+	}
+	inserted, err := e.store.insert(ctx, sqlTx, r)
+	if err != nil {
+		return "", nil, err
+	}
+	if !inserted { // a concurrent Start with the same key won
+		id, err := e.store.findByIdempotencyKey(ctx, sqlTx, def.Name, opts.IdempotencyKey)
+		if err == nil && id == "" {
+			err = fmt.Errorf("start %s: idempotency key %q conflicts but no instance has it", definition, opts.IdempotencyKey)
+		}
+		return id, nil, err
+	}
+	if err := t.flush(ctx); err != nil {
+		return "", nil, err
+	}
+	return r.inst.ID, t, nil
+}
+
+// definition returns the definition name at version, the latest one when version is 0.
+func (e *Engine) definition(name string, version int) (*saga.Definition, error) {
+	if version == 0 {
+		return e.cfg.Definitions.Latest(name)
+	}
+	return e.cfg.Definitions.Get(name, version)
+}
+
+func (e *Engine) rand() float64 {
+	r := e.cfg.Rand()
+	if !(r >= 0 && r < 1) {
+		return 0
+	}
+	return r
+}
+
+// Get returns the instance with id, or an error matching ErrNotFound.
+func (e *Engine) Get(ctx context.Context, id string) (*Instance, error) {
+	r, err := e.store.get(ctx, e.cfg.DB, id)
+	if err != nil {
+		return nil, err
+	}
+	inst := r.public()
+	return &inst, nil
+}
+
+// GetByKey returns the newest instance of definition with the business key, or an error matching
+// ErrNotFound.
+func (e *Engine) GetByKey(ctx context.Context, definition, key string) (*Instance, error) {
+	list, err := e.store.list(ctx, e.cfg.DB, Filter{Definition: definition, BusinessKey: key, Limit: 1})
+	if err != nil {
+		return nil, err
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("saga of %s with business key %q: %w", definition, key, ErrNotFound)
+	}
+	return &list[0], nil
+}
+
+// List returns the instances f selects, newest first; see Filter for paging.
+func (e *Engine) List(ctx context.Context, f Filter) ([]Instance, error) {
+	switch {
+	case f.Limit <= 0:
+		f.Limit = 100
+	case f.Limit > 1000:
+		f.Limit = 1000
+	}
+	return e.store.list(ctx, e.cfg.DB, f)
+}
+
+// History returns the timeline of the instance with id, oldest first, or an error matching
+// ErrNotFound when there is no such instance.
+func (e *Engine) History(ctx context.Context, id string) ([]HistoryEntry, error) {
+	h, err := e.store.history(ctx, e.cfg.DB, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(h) == 0 {
+		if _, err := e.store.get(ctx, e.cfg.DB, id); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// Wait returns the instance with id once it is finished (completed, compensated or failed), or
+// ctx's error. It returns as soon as this Engine commits the end of the saga, and otherwise polls
+// the database with a backoff from 5ms to 1s, so it also sees instances other replicas finish.
+func (e *Engine) Wait(ctx context.Context, id string) (*Instance, error) {
+	done, stop := e.waiters.add(id)
+	defer stop()
+	delay := 5 * time.Millisecond
+	for {
+		inst, err := e.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if inst.Status.Finished() {
+			return inst, nil
+		}
+		timer := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, fmt.Errorf("wait for saga %s: %w", id, context.Cause(ctx))
+		case <-done:
+			timer.Stop()
+		case <-timer.C:
+		}
+		delay = min(delay*2, time.Second)
+	}
+}
+
+// waiters wakes the callers of Wait when this Engine finishes their saga.
+type waiters struct {
+	mu sync.Mutex
+	m  map[string]map[chan struct{}]struct{}
+}
+
+// add registers a waiter for saga id; stop removes it.
+func (w *waiters) add(id string) (done <-chan struct{}, stop func()) {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	if w.m == nil {
+		w.m = map[string]map[chan struct{}]struct{}{}
+	}
+	if w.m[id] == nil {
+		w.m[id] = map[chan struct{}]struct{}{}
+	}
+	w.m[id][ch] = struct{}{}
+	w.mu.Unlock()
+	return ch, func() {
+		w.mu.Lock()
+		delete(w.m[id], ch)
+		if len(w.m[id]) == 0 {
+			delete(w.m, id)
+		}
+		w.mu.Unlock()
+	}
+}
+
+// notify wakes the waiters of ids.
+func (w *waiters) notify(ids []string) {
+	if len(ids) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, id := range ids {
+		for ch := range w.m[id] {
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Cancel stops the running instance id and compensates what it did, recording actor and reason in
+// its history. It fails with an error matching saga.ErrCompensating or saga.ErrFinished when
+// there is nothing to cancel, and ErrNotFound when there is no such instance.
+func (e *Engine) Cancel(ctx context.Context, id, actor, reason string) error {
+	return e.operate(ctx, id, saga.EventCancel, actor, reason)
+}
+
+// Redrive resumes the failed instance id: its exhausted compensation starts again with a fresh
+// retry budget. It records actor and reason in the history, and fails with an error matching
+// saga.ErrNotFailed when the instance is not failed, and ErrNotFound when there is no such instance.
+func (e *Engine) Redrive(ctx context.Context, id, actor, reason string) error {
+	return e.operate(ctx, id, saga.EventRedrive, actor, reason)
+}
+
+func (e *Engine) operate(ctx context.Context, id string, kind saga.EventKind, actor, reason string) error {
+	var t *tx
+	err := sqldb.InTx(ctx, e.cfg.DB, func(sqlTx *sqlx.Tx) error {
+		rows, err := e.store.lock(ctx, sqlTx, []string{id})
+		if err != nil {
+			return err
+		}
+		r, ok := rows[id]
+		if !ok {
+			return fmt.Errorf("%s saga %s: %w", kind, id, ErrNotFound)
+		}
+		def, err := e.cfg.Definitions.Get(r.inst.Definition, r.inst.Version)
+		if err != nil {
+			return fmt.Errorf("%s saga %s: %w", kind, id, err)
+		}
+		t = e.newTx(sqlTx)
+		rejected, err := t.apply(def, r, saga.Event{Kind: kind, Time: t.now, Rand: e.rand(), Actor: actor, Reason: reason}, eventMeta{actor: actor})
+		if err != nil {
+			return err
+		}
+		if rejected != nil { // rolled back: an operator's refused request leaves no trace
+			return fmt.Errorf("%s saga %s: %w", kind, id, rejected)
+		}
+		return t.flush(ctx)
+	})
+	if err != nil {
+		return err
+	}
+	t.committed()
+	return nil
+}

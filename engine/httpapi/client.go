@@ -1,0 +1,156 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/sagaflow/sagaflow/engine"
+)
+
+// Client calls the API. It is safe for concurrent use.
+type Client struct {
+	base  string
+	http  *http.Client
+	actor string
+}
+
+// NewClient returns a client of the API at baseURL (for example "http://127.0.0.1:8080"). actor is
+// sent as X-Sagaflow-Actor (empty: none). hc may be nil for http.DefaultClient.
+func NewClient(baseURL, actor string, hc *http.Client) *Client {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	return &Client{base: strings.TrimRight(baseURL, "/"), http: hc, actor: actor}
+}
+
+// APIError is an error answer of the API.
+type APIError struct {
+	Status int
+	Body   Error
+}
+
+func (e *APIError) Error() string {
+	return fmt.Sprintf("%s (HTTP %d)", e.Body.Message, e.Status)
+}
+
+// Start starts a saga and returns its id.
+func (c *Client) Start(ctx context.Context, req StartRequest) (string, error) {
+	var resp StartResponse
+	err := c.do(ctx, http.MethodPost, "/v1/sagas", req, &resp)
+	return resp.ID, err
+}
+
+// Get returns one instance.
+func (c *Client) Get(ctx context.Context, id string) (*engine.Instance, error) {
+	var inst engine.Instance
+	if err := c.do(ctx, http.MethodGet, "/v1/sagas/"+url.PathEscape(id), nil, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}
+
+// GetByKey returns the instance of definition with the business key.
+func (c *Client) GetByKey(ctx context.Context, definition, key string) (*engine.Instance, error) {
+	var inst engine.Instance
+	p := "/v1/definitions/" + url.PathEscape(definition) + "/sagas/" + url.PathEscape(key)
+	if err := c.do(ctx, http.MethodGet, p, nil, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}
+
+// List returns a page of instances; resp.Next is the cursor of the next page.
+func (c *Client) List(ctx context.Context, f engine.Filter) (ListResponse, error) {
+	q := url.Values{}
+	for k, v := range map[string]string{"definition": f.Definition, "status": f.Status, "business_key": f.BusinessKey, "before": f.Before} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Limit > 0 {
+		q.Set("limit", strconv.Itoa(f.Limit))
+	}
+	var resp ListResponse
+	err := c.do(ctx, http.MethodGet, "/v1/sagas?"+q.Encode(), nil, &resp)
+	return resp, err
+}
+
+// History returns an instance's timeline.
+func (c *Client) History(ctx context.Context, id string) ([]engine.HistoryEntry, error) {
+	var resp HistoryResponse
+	err := c.do(ctx, http.MethodGet, "/v1/sagas/"+url.PathEscape(id)+"/history", nil, &resp)
+	return resp.History, err
+}
+
+// Cancel cancels a running saga (its completed steps are compensated) and returns it.
+func (c *Client) Cancel(ctx context.Context, id, reason string) (*engine.Instance, error) {
+	return c.operation(ctx, id, "cancel", reason)
+}
+
+// Redrive resumes a failed saga with a fresh retry budget and returns it.
+func (c *Client) Redrive(ctx context.Context, id, reason string) (*engine.Instance, error) {
+	return c.operation(ctx, id, "redrive", reason)
+}
+
+func (c *Client) operation(ctx context.Context, id, op, reason string) (*engine.Instance, error) {
+	var inst engine.Instance
+	if err := c.do(ctx, http.MethodPost, "/v1/sagas/"+url.PathEscape(id)+"/"+op, OperationRequest{Reason: reason}, &inst); err != nil {
+		return nil, err
+	}
+	return &inst, nil
+}
+
+// Definitions lists the definitions the server knows.
+func (c *Client) Definitions(ctx context.Context) (DefinitionsResponse, error) {
+	var resp DefinitionsResponse
+	err := c.do(ctx, http.MethodGet, "/v1/definitions", nil, &resp)
+	return resp, err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.actor != "" {
+		req.Header.Set(ActorHeader, c.actor)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, c.base+path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read answer: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		ae := &APIError{Status: resp.StatusCode}
+		if json.Unmarshal(data, &ae.Body) != nil || ae.Body.Message == "" {
+			ae.Body = Error{Message: strings.TrimSpace(string(data)), Code: "http"}
+		}
+		return ae
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,19 @@
+// Package httpapi is the orchestrator's HTTP API (JSON) and its Go client, which the sagaflow CLI
+// uses. The server side wraps an *engine.Engine (or anything with the same methods); any number of
+// replicas may serve it, since every call reads or writes the shared store.
+//
+// Routes (all bodies JSON; errors are {"error": "...", "code": "..."} with a 4xx/5xx status):
+//
+//	POST /v1/sagas                      start: {"definition","version","business_key","input","idempotency_key"} → 201 {"id"}
+//	GET  /v1/sagas?definition=&status=&business_key=&limit=&before=   → {"sagas":[...],"next":"<cursor>"}
+//	GET  /v1/sagas/{id}                 → the instance
+//	GET  /v1/sagas/{id}/history         → {"history":[...]}
+//	GET  /v1/definitions/{name}/sagas/{key}   → the instance with that business key
+//	POST /v1/sagas/{id}/cancel          {"reason"} → the instance
+//	POST /v1/sagas/{id}/redrive         {"reason"} → the instance
+//	GET  /v1/definitions                → {"definitions":[...]}
+//	GET  /healthz                       → {"status":"ok"}
+//
+// The actor recorded in history for start, cancel and redrive is the X-Sagaflow-Actor request
+// header, or "api" when it is absent.
+package httpapi

@@ -1,0 +1,157 @@
+package httpapi_test
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/jmoiron/sqlx"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sagaflow/sagaflow/definitions"
+	"github.com/sagaflow/sagaflow/engine"
+	"github.com/sagaflow/sagaflow/engine/httpapi"
+	"github.com/sagaflow/sagaflow/internal/dbtest"
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+// setup serves the API of an engine on a real database (no bus: the API starts, reads, cancels
+// and redrives through the store alone) and returns a client of it.
+func setup(t *testing.T, db *sqlx.DB) *httpapi.Client {
+	t.Helper()
+	require.NoError(t, engine.Migrate(t.Context(), db))
+	reg := definitions.NewRegistry()
+	def, err := definitions.New("transfer", 1).
+		Step("debit", "bank", "Debit").Compensation("Credit").
+		Step("notify", "mail", "Send").
+		Build()
+	require.NoError(t, err)
+	require.NoError(t, reg.Register(def))
+	e, err := engine.New(engine.Config{DB: db, Definitions: reg})
+	require.NoError(t, err)
+	srv := httptest.NewServer(httpapi.NewHandler(e, reg, nil))
+	t.Cleanup(srv.Close)
+	return httpapi.NewClient(srv.URL, "tester", srv.Client())
+}
+
+func TestAPI(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+		c := setup(t, db)
+		ctx := t.Context()
+
+		id, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer", BusinessKey: "t-1", Input: json.RawMessage(`{"amount":5}`), IdempotencyKey: "k-1"})
+		require.NoError(t, err)
+		again, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer", BusinessKey: "t-1", Input: json.RawMessage(`{"amount":5}`), IdempotencyKey: "k-1"})
+		require.NoError(t, err)
+		require.Equal(t, id, again, "the idempotency key returns the same saga")
+
+		inst, err := c.Get(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, saga.StatusRunning, inst.Status)
+		require.Equal(t, "t-1", inst.BusinessKey)
+		require.JSONEq(t, `{"amount":5}`, string(inst.Data.Input))
+
+		byKey, err := c.GetByKey(ctx, "transfer", "t-1")
+		require.NoError(t, err)
+		require.Equal(t, id, byKey.ID)
+
+		id2, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer", BusinessKey: "t-2"})
+		require.NoError(t, err)
+		page, err := c.List(ctx, engine.Filter{Definition: "transfer", Limit: 1})
+		require.NoError(t, err)
+		require.Len(t, page.Sagas, 1)
+		require.Equal(t, id2, page.Sagas[0].ID, "newest first")
+		require.Equal(t, id2, page.Next)
+		page, err = c.List(ctx, engine.Filter{Definition: "transfer", Before: page.Next})
+		require.NoError(t, err)
+		require.Len(t, page.Sagas, 1)
+		require.Equal(t, id, page.Sagas[0].ID)
+		require.Empty(t, page.Next)
+		page, err = c.List(ctx, engine.Filter{BusinessKey: "t-2"})
+		require.NoError(t, err)
+		require.Len(t, page.Sagas, 1)
+
+		cancelled, err := c.Cancel(ctx, id, "customer asked")
+		require.NoError(t, err)
+		require.Equal(t, id, cancelled.ID)
+		hist, err := c.History(ctx, id)
+		require.NoError(t, err)
+		var kinds []engine.HistoryKind
+		for _, h := range hist {
+			kinds = append(kinds, h.Kind)
+			if h.Kind == engine.HistoryCancel {
+				require.Equal(t, "tester", h.Actor)
+				require.Contains(t, string(h.Detail), "customer asked")
+			}
+		}
+		require.Contains(t, kinds, engine.HistoryStarted)
+		require.Contains(t, kinds, engine.HistoryCancel)
+
+		defs, err := c.Definitions(ctx)
+		require.NoError(t, err)
+		require.Len(t, defs.Definitions, 1)
+		require.Equal(t, "transfer", defs.Definitions[0].Name)
+	})
+}
+
+func TestAPIErrors(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+		c := setup(t, db)
+		ctx := t.Context()
+		tests := []struct {
+			name   string
+			call   func() error
+			status int
+			code   string
+			msg    string
+		}{
+			{"UnknownSaga", func() error { _, err := c.Get(ctx, "nope"); return err }, 404, "not_found", "not found"},
+			{"UnknownKey", func() error { _, err := c.GetByKey(ctx, "transfer", "nope"); return err }, 404, "not_found", "not found"},
+			{"UnknownDefinition", func() error {
+				_, err := c.Start(ctx, httpapi.StartRequest{Definition: "nope"})
+				return err
+			}, 404, "not_found", "nope"},
+			{"NoDefinition", func() error { _, err := c.Start(ctx, httpapi.StartRequest{}); return err }, 400, "bad_request", "definition is required"},
+			{"BadStatus", func() error { _, err := c.List(ctx, engine.Filter{Status: "sleeping"}); return err }, 400, "bad_request", "status"},
+			{"CancelUnknown", func() error { _, err := c.Cancel(ctx, "nope", ""); return err }, 404, "not_found", "not found"},
+			{"RedriveRunning", func() error {
+				id, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer"})
+				require.NoError(t, err)
+				_, err = c.Redrive(ctx, id, "")
+				return err
+			}, 409, "conflict", "not failed"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				err := tt.call()
+				var ae *httpapi.APIError
+				require.True(t, errors.As(err, &ae), "got %v", err)
+				require.Equal(t, tt.status, ae.Status)
+				require.Equal(t, tt.code, ae.Body.Code)
+				require.Contains(t, ae.Body.Message, tt.msg)
+			})
+		}
+	})
+}
+
+func TestAPIRejectsMalformedBodies(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+		require.NoError(t, engine.Migrate(t.Context(), db))
+		e, err := engine.New(engine.Config{DB: db, Definitions: definitions.NewRegistry()})
+		require.NoError(t, err)
+		srv := httptest.NewServer(httpapi.NewHandler(e, nil, nil))
+		t.Cleanup(srv.Close)
+		for _, body := range []string{`{`, `{"definition":"x","bogus":1}`, `[]`} {
+			resp, err := srv.Client().Post(srv.URL+"/v1/sagas", "application/json", strings.NewReader(body))
+			require.NoError(t, err)
+			var e httpapi.Error
+			require.NoError(t, json.NewDecoder(resp.Body).Decode(&e))
+			resp.Body.Close()
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, body)
+			require.Equal(t, "bad_request", e.Code)
+		}
+	})
+}

@@ -1,0 +1,265 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/sagaflow/sagaflow/definitions"
+	"github.com/sagaflow/sagaflow/engine"
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+// Engine is what the API needs of the orchestrator; *engine.Engine has it.
+type Engine interface {
+	Start(ctx context.Context, definition, businessKey string, input json.RawMessage, opts engine.StartOptions) (string, error)
+	Get(ctx context.Context, id string) (*engine.Instance, error)
+	GetByKey(ctx context.Context, definition, businessKey string) (*engine.Instance, error)
+	List(ctx context.Context, f engine.Filter) ([]engine.Instance, error)
+	History(ctx context.Context, id string) ([]engine.HistoryEntry, error)
+	Cancel(ctx context.Context, id, actor, reason string) error
+	Redrive(ctx context.Context, id, actor, reason string) error
+}
+
+// ActorHeader names who calls, recorded in the history of starts, cancels and redrives.
+const ActorHeader = "X-Sagaflow-Actor"
+
+// maxBody bounds request bodies: a start input is a saga's data, not a file upload.
+const maxBody = 1 << 20
+
+// StartRequest is the body of POST /v1/sagas.
+type StartRequest struct {
+	Definition     string          `json:"definition"`
+	Version        int             `json:"version,omitempty"`
+	BusinessKey    string          `json:"business_key,omitempty"`
+	Input          json.RawMessage `json:"input,omitempty"`
+	IdempotencyKey string          `json:"idempotency_key,omitempty"`
+}
+
+// StartResponse is the answer to POST /v1/sagas.
+type StartResponse struct {
+	ID string `json:"id"`
+}
+
+// ListResponse is the answer to GET /v1/sagas. Next, when set, is the Before cursor of the next page.
+type ListResponse struct {
+	Sagas []engine.Instance `json:"sagas"`
+	Next  string            `json:"next,omitempty"`
+}
+
+// HistoryResponse is the answer to GET /v1/sagas/{id}/history.
+type HistoryResponse struct {
+	History []engine.HistoryEntry `json:"history"`
+}
+
+// DefinitionsResponse is the answer to GET /v1/definitions.
+type DefinitionsResponse struct {
+	Definitions []*saga.Definition `json:"definitions"`
+}
+
+// OperationRequest is the body of cancel and redrive.
+type OperationRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	Message string `json:"error"`
+	// Code is stable for scripts: bad_request, not_found, conflict, internal.
+	Code string `json:"code"`
+}
+
+// NewHandler returns the API's handler. defs lists the definitions (nil: none); logger may be nil.
+func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	h := &handler{e: e, defs: defs, log: logger.With("component", "http")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/sagas", h.start)
+	mux.HandleFunc("GET /v1/sagas", h.list)
+	mux.HandleFunc("GET /v1/sagas/{id}", h.get)
+	mux.HandleFunc("GET /v1/sagas/{id}/history", h.history)
+	mux.HandleFunc("GET /v1/definitions/{name}/sagas/{key}", h.getByKey)
+	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation(e.Cancel))
+	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation(e.Redrive))
+	mux.HandleFunc("GET /v1/definitions", h.definitions)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	return mux
+}
+
+type handler struct {
+	e    Engine
+	defs *definitions.Registry
+	log  *slog.Logger
+}
+
+func actor(r *http.Request) string {
+	if a := r.Header.Get(ActorHeader); a != "" {
+		return a
+	}
+	return "api"
+}
+
+func (h *handler) start(w http.ResponseWriter, r *http.Request) {
+	var req StartRequest
+	if !h.decode(w, r, &req) {
+		return
+	}
+	if req.Definition == "" {
+		h.fail(w, r, badRequest("field definition is required"))
+		return
+	}
+	id, err := h.e.Start(r.Context(), req.Definition, req.BusinessKey, req.Input, engine.StartOptions{
+		Version: req.Version, IdempotencyKey: req.IdempotencyKey, Actor: actor(r),
+	})
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, StartResponse{ID: id})
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := engine.Filter{Definition: q.Get("definition"), Status: q.Get("status"), BusinessKey: q.Get("business_key"), Before: q.Get("before")}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > 1000 {
+			h.fail(w, r, badRequest(fmt.Sprintf("query parameter limit=%q: want an integer in 1..1000", s)))
+			return
+		}
+		f.Limit = n
+	}
+	if f.Status != "" && !validStatus(f.Status) {
+		h.fail(w, r, badRequest(fmt.Sprintf("query parameter status=%q: want running, compensating, completed, compensated or failed", f.Status)))
+		return
+	}
+	sagas, err := h.e.List(r.Context(), f)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	resp := ListResponse{Sagas: sagas}
+	if resp.Sagas == nil {
+		resp.Sagas = []engine.Instance{}
+	}
+	limit := f.Limit
+	if limit == 0 {
+		limit = 100
+	}
+	if len(sagas) == limit {
+		resp.Next = sagas[len(sagas)-1].ID
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func validStatus(s string) bool {
+	switch saga.Status(s) {
+	case saga.StatusRunning, saga.StatusCompensating, saga.StatusCompleted, saga.StatusCompensated, saga.StatusFailed:
+		return true
+	}
+	return false
+}
+
+func (h *handler) get(w http.ResponseWriter, r *http.Request) {
+	inst, err := h.e.Get(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, inst)
+}
+
+func (h *handler) getByKey(w http.ResponseWriter, r *http.Request) {
+	inst, err := h.e.GetByKey(r.Context(), r.PathValue("name"), r.PathValue("key"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, inst)
+}
+
+func (h *handler) history(w http.ResponseWriter, r *http.Request) {
+	entries, err := h.e.History(r.Context(), r.PathValue("id"))
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	if entries == nil {
+		entries = []engine.HistoryEntry{}
+	}
+	writeJSON(w, http.StatusOK, HistoryResponse{History: entries})
+}
+
+func (h *handler) operation(op func(ctx context.Context, id, actor, reason string) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req OperationRequest
+		if r.ContentLength != 0 && !h.decode(w, r, &req) {
+			return
+		}
+		id := r.PathValue("id")
+		if err := op(r.Context(), id, actor(r), req.Reason); err != nil {
+			h.fail(w, r, err)
+			return
+		}
+		h.get(w, r)
+	}
+}
+
+func (h *handler) definitions(w http.ResponseWriter, _ *http.Request) {
+	resp := DefinitionsResponse{Definitions: []*saga.Definition{}}
+	if h.defs != nil {
+		resp.Definitions = append(resp.Definitions, h.defs.List()...)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// decode reads a JSON body strictly (unknown fields are errors) and answers 400 when it cannot.
+func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		h.fail(w, r, badRequest("request body: "+err.Error()))
+		return false
+	}
+	return true
+}
+
+type badRequest string
+
+func (b badRequest) Error() string { return string(b) }
+
+// fail maps an error to its status: the engine's and the state machine's sentinels say whether the
+// caller asked for something wrong (4xx) or the server failed (500, logged).
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, code := http.StatusInternalServerError, "internal"
+	var br badRequest
+	switch {
+	case errors.As(err, &br), errors.Is(err, engine.ErrInvalidInput):
+		status, code = http.StatusBadRequest, "bad_request"
+	case errors.Is(err, engine.ErrNotFound), errors.Is(err, definitions.ErrNotFound):
+		status, code = http.StatusNotFound, "not_found"
+	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed),
+		errors.Is(err, engine.ErrConflict):
+		status, code = http.StatusConflict, "conflict"
+	}
+	if status == http.StatusInternalServerError {
+		h.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, status, Error{Message: err.Error(), Code: code})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v) // the client went away; nothing to do
+}

@@ -1,0 +1,100 @@
+package engine
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+// Instance is a saga instance as the engine stores it: the state machine's saga.Instance (its
+// fields are inlined in JSON) plus what the store keeps beside it. It is a plain value, safe to
+// render as JSON for the HTTP API and the CLI.
+type Instance struct {
+	saga.Instance
+	// TraceID is the W3C trace id (32 hex digits) generated at start; every command of the saga
+	// carries it in its traceparent header.
+	TraceID string `json:"trace_id,omitempty"`
+	// IdempotencyKey is the key the saga was started with (StartOptions.IdempotencyKey), if any.
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+	// RowVersion counts the transactions that wrote the instance (optimistic concurrency).
+	RowVersion int64 `json:"row_version"`
+}
+
+// StartOptions are the optional knobs of Start.
+type StartOptions struct {
+	// Version of the definition to start; 0 means the latest registered version.
+	Version int
+	// IdempotencyKey, when set, makes Start return the id of the instance already started with the
+	// same key for the same definition instead of starting another one.
+	IdempotencyKey string
+	// Actor names who started the saga, for the history (for example "cli:alice" or
+	// "trigger events.order.placed").
+	Actor string
+}
+
+// Filter selects the instances List returns. Zero fields do not filter.
+type Filter struct {
+	// Definition keeps instances of the definition with this name.
+	Definition string
+	// Status keeps instances with this status (running, compensating, completed, compensated, failed).
+	Status string
+	// BusinessKey keeps instances with this business key.
+	BusinessKey string
+	// Limit caps the number of instances returned: default 100, at most 1000.
+	Limit int
+	// Before is a cursor: only instances whose id sorts before it are returned. Pass the id of the
+	// last instance of a page to get the next one (ids are UUIDv7, so pages go from newest to oldest).
+	Before string
+}
+
+// HistoryKind says what a history entry records.
+type HistoryKind string
+
+// The kinds of history entries, in the order a saga usually produces them.
+const (
+	// HistoryStarted: the saga started (Actor says who; Detail holds the business key, version and
+	// idempotency key).
+	HistoryStarted HistoryKind = "started"
+	// HistoryCommand: a command (Action "forward") or compensation (Action "compensate") was put in
+	// the outbox; Detail holds the service, the command, the message id and the reply deadline.
+	HistoryCommand HistoryKind = "command"
+	// HistoryReply: a participant's reply was applied; Outcome is success, failure or cancelled and
+	// Detail holds the reason and the message id.
+	HistoryReply HistoryKind = "reply"
+	// HistoryTimeout: the awaited reply of Step's Attempt did not arrive before its deadline.
+	HistoryTimeout HistoryKind = "timeout"
+	// HistoryRetryScheduled: the next attempt (Attempt) of Step will be sent at Detail's "at".
+	HistoryRetryScheduled HistoryKind = "retry_scheduled"
+	// HistoryCancel: an operator cancelled the saga (Actor, Detail's "reason").
+	HistoryCancel HistoryKind = "cancel"
+	// HistoryRedrive: an operator redrove the failed saga (Actor, Detail's "reason").
+	HistoryRedrive HistoryKind = "redrive"
+	// HistoryFinished: the saga finished; Outcome is its final status.
+	HistoryFinished HistoryKind = "finished"
+	// HistoryIgnored: a reply or deadline that did not apply (stale, duplicate, for a finished saga)
+	// was recorded and acknowledged; Detail's "reason" says why.
+	HistoryIgnored HistoryKind = "ignored"
+)
+
+// HistoryEntry is one line of an instance's append-only timeline.
+type HistoryEntry struct {
+	// SagaID is the instance the entry belongs to.
+	SagaID string `json:"saga_id" db:"saga_id"`
+	// Seq numbers the instance's entries from 1, without gaps; (SagaID, Seq) is unique.
+	Seq int64 `json:"seq" db:"seq"`
+	// At is when it happened (the engine's clock).
+	At time.Time `json:"at" db:"at"`
+	// Kind says what happened.
+	Kind HistoryKind `json:"kind" db:"kind"`
+	// Step, Attempt and Action ("forward" or "compensate") say which step action it concerns, if any.
+	Step    string `json:"step,omitempty" db:"step"`
+	Attempt int    `json:"attempt,omitempty" db:"attempt"`
+	Action  string `json:"action,omitempty" db:"action"`
+	// Outcome is a reply's outcome, or a finished saga's status.
+	Outcome string `json:"outcome,omitempty" db:"outcome"`
+	// Actor names the operator or trigger behind a start, cancel or redrive.
+	Actor string `json:"actor,omitempty" db:"actor"`
+	// Detail holds the kind-specific details as a JSON object, or nothing.
+	Detail json.RawMessage `json:"detail,omitempty" db:"detail"`
+}

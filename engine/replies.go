@@ -1,0 +1,190 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+// replyJob is one parsed reply waiting for its batch; done receives the verdict: nil to ack, an
+// error to nack (or, wrapping bus.ErrPermanent, to dead-letter).
+type replyJob struct {
+	reply protocol.Reply
+	done  chan error
+}
+
+// batcher applies replies in batches: the handler goroutines the router runs for each message
+// hand their reply over and wait; the batcher takes whatever is queued (up to ReplyBatch) and
+// applies it in one transaction. Under load, replies queue while a batch commits, so batches grow
+// by themselves and no delay is added when idle (group commit).
+type batcher struct {
+	e    *Engine
+	jobs chan *replyJob // unbuffered: a job taken is always answered
+	// stopped is closed when the batcher no longer takes jobs.
+	stopped chan struct{}
+}
+
+func newBatcher(e *Engine) *batcher {
+	return &batcher{e: e, jobs: make(chan *replyJob), stopped: make(chan struct{})}
+}
+
+// handleReply is the router's handler for the replies consumer.
+func (b *batcher) handleReply(msg *message.Message) error {
+	r, err := protocol.ParseReply(msg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+	}
+	job := &replyJob{reply: r, done: make(chan error, 1)}
+	select {
+	case b.jobs <- job:
+		return <-job.done
+	case <-b.stopped:
+		return errShutdown
+	}
+}
+
+// run applies batches until stop is closed; ctx bounds each batch's transaction.
+func (b *batcher) run(ctx context.Context, stop <-chan struct{}) {
+	defer close(b.stopped)
+	batch := make([]*replyJob, 0, b.e.cfg.ReplyBatch)
+	for {
+		select {
+		case j := <-b.jobs:
+			batch = append(batch, j)
+		case <-stop:
+			return
+		}
+	drain:
+		for len(batch) < b.e.cfg.ReplyBatch {
+			select {
+			case j := <-b.jobs:
+				batch = append(batch, j)
+			default:
+				break drain
+			}
+		}
+		b.e.applyReplies(ctx, batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// applyReplies applies jobs in one transaction and answers each. When that transaction fails it
+// falls back to one transaction per reply, so that one poison reply cannot hold back the others.
+func (e *Engine) applyReplies(ctx context.Context, jobs []*replyJob) {
+	verdicts, err := e.applyRepliesTx(ctx, jobs)
+	if err == nil {
+		for i, j := range jobs {
+			j.done <- verdicts[i]
+		}
+		return
+	}
+	if len(jobs) > 1 {
+		e.log.WarnContext(ctx, "reply batch failed; applying its replies one by one", "replies", len(jobs), "err", err)
+	}
+	for _, j := range jobs {
+		if len(jobs) == 1 {
+			j.done <- err
+			continue
+		}
+		verdicts, err := e.applyRepliesTx(ctx, []*replyJob{j})
+		if err != nil {
+			j.done <- err
+			continue
+		}
+		j.done <- verdicts[0]
+	}
+}
+
+// applyRepliesTx applies jobs in one transaction and returns each job's verdict. A verdict is a
+// per-reply outcome that does not spoil the batch: nil (applied, or recorded as ignored), a
+// permanent error (the reply names no known saga) or an error to retry later (its definition is
+// not registered here). The error is the transaction's: nothing was committed.
+func (e *Engine) applyRepliesTx(ctx context.Context, jobs []*replyJob) ([]error, error) {
+	verdicts := make([]error, len(jobs))
+	// Lock each saga once, in id order; apply a saga's replies in arrival order.
+	order := make([]int, len(jobs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int {
+		return strings.Compare(jobs[a].reply.SagaID, jobs[b].reply.SagaID)
+	})
+	ids := make([]string, 0, len(jobs))
+	for _, i := range order {
+		if id := jobs[i].reply.SagaID; len(ids) == 0 || ids[len(ids)-1] != id {
+			ids = append(ids, id)
+		}
+	}
+	var t *tx
+	err := sqldb.InTx(ctx, e.cfg.DB, func(sqlTx *sqlx.Tx) error {
+		t = e.newTx(sqlTx)
+		rows, err := e.store.lock(ctx, sqlTx, ids)
+		if err != nil {
+			return err
+		}
+		for _, i := range order {
+			verdicts[i], err = e.applyReply(ctx, t, rows, &jobs[i].reply)
+			if err != nil {
+				return err
+			}
+		}
+		return t.flush(ctx)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("apply %d replies: %w", len(jobs), err)
+	}
+	t.committed()
+	return verdicts, nil
+}
+
+// applyReply applies one reply inside t. The first result is the reply's verdict, the second a
+// failure of the transaction.
+func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, rp *protocol.Reply) (error, error) {
+	r, ok := rows[rp.SagaID]
+	if !ok {
+		return fmt.Errorf("%w: reply %s for unknown saga %s", bus.ErrPermanent, rp.MessageID, rp.SagaID), nil
+	}
+	def, err := e.cfg.Definitions.Get(r.inst.Definition, r.inst.Version)
+	if err != nil {
+		return fmt.Errorf("reply %s for saga %s: %w", rp.MessageID, rp.SagaID, err), nil
+	}
+	ev := saga.Event{
+		Kind:         saga.EventReply,
+		Time:         t.now,
+		Rand:         e.rand(),
+		Step:         rp.Step,
+		Attempt:      rp.Attempt,
+		Compensation: rp.Action == protocol.ActionCompensate,
+		Outcome:      saga.Outcome(rp.Outcome),
+		Output:       rp.Output,
+		Reason:       rp.Reason,
+	}
+	meta := eventMeta{messageID: rp.MessageID, service: rp.Service}
+	first, err := e.inbox.Record(ctx, t.sql, rp.MessageID)
+	if err != nil {
+		return nil, fmt.Errorf("record reply %s in the inbox: %w", rp.MessageID, err)
+	}
+	if !first {
+		t.ignore(r, ev, meta, "duplicate: message "+rp.MessageID+" was already applied")
+		return nil, nil
+	}
+	if _, err := t.apply(def, r, ev, meta); err != nil {
+		return nil, err
+	}
+	return nil, nil
+}
+
+// errShutdown is the verdict of a reply handed over after the batcher stopped: it is nacked and
+// redelivered to a replica that runs.
+var errShutdown = errors.New("engine shutting down")

@@ -1,0 +1,175 @@
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/saga"
+)
+
+// Run consumes replies and trigger events and fires deadlines until ctx is done, then stops taking
+// new work, finishes the transactions in flight (within Config.ShutdownTimeout) and returns nil.
+// It returns an error when it cannot start (no JetStream, a consumer it cannot create) or when a
+// component fails for good.
+//
+// Replies come from one durable consumer (Config.ReplyConsumer) on the SAGA_REPLIES stream, shared
+// by every replica; each trigger has a durable consumer on EVENTS named
+// "sagaflow-trigger-<definition>". A malformed message goes to the dead-letter stream at once, one
+// that keeps failing after Config.MaxDeliver deliveries too.
+func (e *Engine) Run(ctx context.Context) error {
+	if e.cfg.JetStream == nil {
+		return errors.New("engine run: Config.JetStream is required")
+	}
+	dlq, err := bus.NewPublisher(e.cfg.JetStream, bus.PublisherConfig{})
+	if err != nil {
+		return fmt.Errorf("engine run: dead-letter publisher: %w", err)
+	}
+	defer dlq.Close()
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: e.cfg.ShutdownTimeout}, watermill.NewSlogLogger(e.log.With("component", "engine.router")))
+	if err != nil {
+		return fmt.Errorf("engine run: router: %w", err)
+	}
+	router.AddMiddleware(bus.DeadLetter(dlq, e.cfg.MaxDeliver))
+
+	replies, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
+		Stream:         bus.StreamReplies,
+		Durable:        e.cfg.ReplyConsumer,
+		FilterSubjects: []string{protocol.ReplyPrefix + ">"},
+		MaxDeliver:     e.cfg.MaxDeliver,
+		MaxInFlight:    e.cfg.ReplyBatch,
+	})
+	if err != nil {
+		return fmt.Errorf("engine run: replies subscriber: %w", err)
+	}
+	defer replies.Close()
+	b := newBatcher(e)
+	router.AddConsumerHandler("sagaflow-replies", protocol.ReplyPrefix+">", replies, b.handleReply)
+
+	for _, def := range e.triggers() {
+		sub, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
+			Stream:         bus.StreamEvents,
+			Durable:        "sagaflow-trigger-" + def.Name,
+			FilterSubjects: []string{def.Trigger.Subject},
+			MaxDeliver:     e.cfg.MaxDeliver,
+		})
+		if err != nil {
+			return fmt.Errorf("engine run: trigger subscriber of %s: %w", def.Name, err)
+		}
+		defer sub.Close()
+		router.AddConsumerHandler("sagaflow-trigger-"+def.Name, def.Trigger.Subject, sub, e.triggerHandler(def.Name, *def.Trigger))
+	}
+
+	// Reply batches in flight finish after ctx is done: they use a context that outlives it (the
+	// router's CloseTimeout, Config.ShutdownTimeout, bounds the wait for them).
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopBatcher := make(chan struct{})
+	batcherDone := make(chan struct{})
+	go func() {
+		defer close(batcherDone)
+		b.run(work, stopBatcher)
+	}()
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		err := router.Run(gctx)
+		close(stopBatcher)
+		<-batcherDone
+		if err != nil {
+			return fmt.Errorf("engine router: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		return router.Close()
+	})
+	g.Go(func() error { return e.runTimers(gctx) })
+	if e.cfg.ListenDSN != "" && sqldb.DialectOf(e.cfg.DB) == sqldb.Postgres {
+		g.Go(func() error { return listenTimers(gctx, e.cfg.ListenDSN, e.timers.poke) })
+	}
+	e.log.InfoContext(ctx, "engine running", "reply_consumer", e.cfg.ReplyConsumer, "triggers", len(e.triggers()))
+	err = g.Wait()
+	e.log.InfoContext(ctx, "engine stopped")
+	if ctx.Err() != nil {
+		return nil
+	}
+	if err == nil {
+		return errors.New("engine stopped before its context was done")
+	}
+	return err
+}
+
+// triggers returns the latest version of each definition that has a trigger.
+func (e *Engine) triggers() []*saga.Definition {
+	var out []*saga.Definition
+	for _, d := range e.cfg.Definitions.List() { // sorted by name, then version
+		if n := len(out); n > 0 && out[n-1].Name == d.Name {
+			out = out[:n-1]
+		}
+		out = append(out, d)
+	}
+	return slices.DeleteFunc(out, func(d *saga.Definition) bool { return d.Trigger == nil })
+}
+
+// triggerHandler starts an instance of definition for each event: the business key is the event's
+// field trigger.Key, the input the whole payload, and the idempotency key the event's message id,
+// so a redelivered event starts one instance.
+func (e *Engine) triggerHandler(definition string, trigger saga.Trigger) message.NoPublishHandlerFunc {
+	return func(msg *message.Message) error {
+		key, err := businessKey(msg.Payload, trigger.Key)
+		if err != nil {
+			return fmt.Errorf("%w: event %s on %s: %w", bus.ErrPermanent, msg.UUID, trigger.Subject, err)
+		}
+		msgID := msg.UUID
+		if id := msg.Metadata.Get(protocol.HeaderMsgID); id != "" {
+			msgID = id
+		}
+		_, err = e.Start(msg.Context(), definition, key, json.RawMessage(msg.Payload), StartOptions{
+			IdempotencyKey: msgID,
+			Actor:          "trigger " + trigger.Subject,
+		})
+		if errors.Is(err, ErrInvalidInput) {
+			return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+		}
+		return err
+	}
+}
+
+// businessKey extracts field from a JSON object payload: a string as is, a number as written.
+func businessKey(payload []byte, field string) (string, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &obj); err != nil {
+		return "", fmt.Errorf("payload is not a JSON object: %w", ErrInvalidInput)
+	}
+	raw, ok := obj[field]
+	if !ok || string(raw) == "null" {
+		return "", fmt.Errorf("payload has no field %q for the business key: %w", field, ErrInvalidInput)
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err == nil {
+		if s == "" {
+			return "", fmt.Errorf("payload field %q is empty: %w", field, ErrInvalidInput)
+		}
+		return s, nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(raw, &n); err == nil {
+		if _, err := strconv.ParseFloat(n.String(), 64); err == nil {
+			return n.String(), nil
+		}
+	}
+	return "", fmt.Errorf("payload field %q is %s, want a string or a number: %w", field, raw, ErrInvalidInput)
+}

@@ -1,0 +1,160 @@
+// Command order-service runs one service of the order example (order, inventory, payment or
+// shipping) as its own process: its database, a participant consuming its saga commands from
+// JetStream, and an outbox relay publishing its replies. See examples/order/README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/services"
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/outbox"
+	"github.com/sagaflow/sagaflow/participant"
+)
+
+type flags struct {
+	service, db, nats, logLevel string
+	opts                        services.Options
+	latency                     time.Duration
+	unavailable                 float64
+	batch, maxDeliver           int
+	createStreams               bool
+}
+
+func parse(args []string) (flags, error) {
+	var f flags
+	fs := flag.NewFlagSet("order-service", flag.ContinueOnError)
+	fs.StringVar(&f.service, "service", "", "the service to run: "+strings.Join(order.Services, "|")+" (required)")
+	fs.StringVar(&f.db, "db", "", "the service's own database: postgres://… or sqlite:PATH (required)")
+	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	fs.Float64Var(&f.opts.PaymentDeclineRate, "payment-decline-rate", 0, "payment: share of orders declined (0..1)")
+	fs.Float64Var(&f.opts.ShippingFailureRate, "shipping-failure-rate", 0, "shipping: share of orders that cannot ship (0..1)")
+	fs.Float64Var(&f.opts.OutOfStockRate, "out-of-stock-rate", 0, "inventory: share of orders answered out of stock (0..1)")
+	fs.DurationVar(&f.latency, "latency", 0, "added to every command's handling (a slow service)")
+	fs.Float64Var(&f.unavailable, "unavailable-rate", 0, "share of handlings that fail transiently and are redelivered; 1 = unavailable")
+	fs.Int64Var(&f.opts.Seed, "seed", 0, "seed of the business failure decisions (0: random)")
+	fs.Int64Var(&f.opts.InitialStock, "initial-stock", services.DefaultInitialStock, "inventory: stock of each SKU in a new database")
+	fs.IntVar(&f.batch, "batch", 0, "commands handled per transaction (default 32)")
+	fs.IntVar(&f.maxDeliver, "max-deliver", 0, "deliveries of a failing command before the dead-letter stream (default 10)")
+	fs.BoolVar(&f.createStreams, "create-streams", true, "create or update Sagaflow's JetStream streams (single replica) at start")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	var errs []error
+	if f.service == "" {
+		errs = append(errs, errors.New("--service is required"))
+	}
+	if f.db == "" {
+		errs = append(errs, errors.New("--db is required"))
+	}
+	for name, r := range map[string]float64{"--payment-decline-rate": f.opts.PaymentDeclineRate, "--shipping-failure-rate": f.opts.ShippingFailureRate,
+		"--out-of-stock-rate": f.opts.OutOfStockRate, "--unavailable-rate": f.unavailable} {
+		if r < 0 || r > 1 {
+			errs = append(errs, fmt.Errorf("%s %v: want 0..1", name, r))
+		}
+	}
+	f.opts.Faults = map[string]order.Faults{f.service: {Latency: f.latency, UnavailableRate: f.unavailable}}
+	return f, errors.Join(errs...)
+}
+
+func main() {
+	f, err := parse(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "order-service:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, f); err != nil {
+		fmt.Fprintln(os.Stderr, "order-service:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, f flags) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", f.service)
+
+	db, err := sqldb.Open(ctx, f.db)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := services.Migrate(ctx, f.service, db, f.opts); err != nil {
+		return err
+	}
+	nc, err := nats.Connect(f.nats, nats.Name("sagaflow-example-"+f.service), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("connect to NATS %s: %w", f.nats, err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if f.createStreams {
+		if err := bus.EnsureStreams(ctx, js, bus.StreamsConfig{}); err != nil {
+			return err
+		}
+	}
+	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
+	if err != nil {
+		return err
+	}
+	defer pub.Close()
+	relayCfg := outbox.RelayConfig{Logger: log}
+	if sqldb.DialectOf(db) == sqldb.Postgres {
+		relayCfg.ListenDSN = f.db
+	}
+	relay := outbox.NewRelay(db, pub, relayCfg)
+	p, err := participant.New(participant.Config{
+		Service: f.service, DB: db, JetStream: js, Logger: log,
+		Batch: f.batch, MaxDeliver: f.maxDeliver, OnCommit: relay.Wake,
+	})
+	if err != nil {
+		return err
+	}
+	if err := services.Register(f.service, p, f.opts); err != nil {
+		return err
+	}
+
+	// Both run until ctx ends; if one fails, the other is stopped too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i, fn := range []func(context.Context) error{relay.Run, p.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = fn(ctx); errs[i] != nil {
+				cancel()
+			}
+		}()
+	}
+	log.InfoContext(ctx, "order example service running", "db", sqldb.Redact(f.db), "nats", f.nats)
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,169 @@
+package bus_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/natstest"
+)
+
+func setup(t *testing.T) (jetstream.JetStream, *bus.Publisher) {
+	t.Helper()
+	js := natstest.New(t, nil).JetStream(t)
+	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamsConfig{}))
+	pub, err := bus.NewPublisher(js, bus.PublisherConfig{MaxPending: 64})
+	require.NoError(t, err)
+	return js, pub
+}
+
+func streamMsgs(t *testing.T, js jetstream.JetStream, stream string) uint64 {
+	t.Helper()
+	s, err := js.Stream(t.Context(), stream)
+	require.NoError(t, err)
+	return s.CachedInfo().State.Msgs
+}
+
+func TestEnsureStreams(t *testing.T) {
+	t.Parallel()
+	js := natstest.New(t, nil).JetStream(t)
+	ctx := t.Context()
+	require.NoError(t, bus.EnsureStreams(ctx, js, bus.StreamsConfig{}))
+	require.NoError(t, bus.EnsureStreams(ctx, js, bus.StreamsConfig{}), "idempotent")
+	require.NoError(t, bus.EnsureStreams(ctx, js, bus.StreamsConfig{Duplicates: 10 * time.Minute}), "updates")
+	for _, name := range []string{bus.StreamCommands, bus.StreamReplies, bus.StreamEvents, bus.StreamDLQ} {
+		s, err := js.Stream(ctx, name)
+		require.NoError(t, err, name)
+		cfg := s.CachedInfo().Config
+		require.Equal(t, jetstream.FileStorage, cfg.Storage, name)
+		require.Equal(t, 10*time.Minute, cfg.Duplicates, name)
+		require.Equal(t, 1, cfg.Replicas, name)
+	}
+	err := bus.EnsureStreams(ctx, js, bus.StreamsConfig{Replicas: 7, Duplicates: time.Millisecond})
+	require.ErrorContains(t, err, "Replicas 7")
+	require.ErrorContains(t, err, "Duplicates 1ms")
+}
+
+func TestPublisher(t *testing.T) {
+	t.Parallel()
+	t.Run("PipelinesBatchAndDedups", func(t *testing.T) {
+		t.Parallel()
+		js, pub := setup(t)
+		msgs := make([]*message.Message, 500)
+		for i := range msgs {
+			msgs[i] = message.NewMessage(fmt.Sprintf("id-%d", i), []byte("x"))
+			msgs[i].Metadata.Set("traceparent", "tp")
+			msgs[i].Metadata.Set("_sagaflow_local", "not sent")
+		}
+		msgs[7].Metadata.Set(bus.SubjectKey, "events.other.y")
+		require.NoError(t, pub.Publish("events.a.x", msgs...))
+		require.Equal(t, uint64(500), streamMsgs(t, js, bus.StreamEvents))
+		require.NoError(t, pub.Publish("events.a.x", msgs...), "a re-publish is acknowledged")
+		require.Equal(t, uint64(500), streamMsgs(t, js, bus.StreamEvents), "and dropped as a duplicate")
+
+		s, err := js.Stream(t.Context(), bus.StreamEvents)
+		require.NoError(t, err)
+		raw, err := s.GetMsg(t.Context(), 8)
+		require.NoError(t, err)
+		require.Equal(t, "events.other.y", raw.Subject)
+		require.Equal(t, "id-7", raw.Header.Get("Nats-Msg-Id"))
+		require.Equal(t, "tp", raw.Header.Get("traceparent"))
+		require.Empty(t, raw.Header.Get("_sagaflow_local"))
+	})
+
+	t.Run("NamesFailedMessages", func(t *testing.T) {
+		t.Parallel()
+		_, pub := setup(t)
+		bad := message.NewMessage("bad-1", []byte("x"))
+		bad.Metadata.Set(bus.SubjectKey, "events.bad subject")
+		err := pub.Publish("events.a.x", message.NewMessage("good-1", nil), bad, message.NewMessage("good-2", nil))
+		var pe *bus.PublishError
+		require.ErrorAs(t, err, &pe)
+		require.Len(t, pe.Failures, 1)
+		require.Equal(t, 1, pe.Failures[0].Index)
+		require.Equal(t, "bad-1", pe.Failures[0].UUID)
+		require.ErrorContains(t, err, "bad-1")
+		require.True(t, bus.IsPermanentPublishError(pe.Failures[0].Err))
+
+		// No stream for the subject: transient (JetStream may be starting), not permanent.
+		err = pub.Publish("nostream.x", message.NewMessage("n-1", nil))
+		require.ErrorAs(t, err, &pe)
+		require.False(t, bus.IsPermanentPublishError(pe.Failures[0].Err), "%v", err)
+
+		require.NoError(t, pub.Close())
+		require.NoError(t, pub.Close())
+		require.ErrorIs(t, pub.Publish("events.a.x", message.NewMessage("late", nil)), bus.ErrClosed)
+	})
+}
+
+func TestSubscriber(t *testing.T) {
+	t.Parallel()
+	js, pub := setup(t)
+	sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", MaxDeliver: 3})
+	require.NoError(t, err)
+	ch, err := sub.Subscribe(t.Context(), "events.sub.>")
+	require.NoError(t, err)
+	m := message.NewMessage("m-1", []byte("hello"))
+	m.Metadata.Set("ce-type", "order.placed")
+	require.NoError(t, pub.Publish("events.sub.x", m))
+
+	got := <-ch
+	require.Equal(t, "m-1", got.UUID)
+	require.Equal(t, "hello", string(got.Payload))
+	require.Equal(t, "order.placed", got.Metadata.Get("ce-type"))
+	require.Equal(t, "events.sub.x", got.Metadata.Get(bus.SubjectKey))
+	require.Equal(t, "1", got.Metadata.Get(bus.DeliveryKey))
+	got.Nack()
+	again := <-ch
+	require.Equal(t, "m-1", again.UUID)
+	require.Equal(t, "2", again.Metadata.Get(bus.DeliveryKey), "redelivered after Nack")
+	again.Ack()
+
+	require.NoError(t, sub.Close())
+	require.NoError(t, sub.Close())
+	_, ok := <-ch
+	require.False(t, ok, "channel closed by Close")
+	c, err := js.Consumer(t.Context(), bus.StreamEvents, "svc")
+	require.NoError(t, err, "the durable consumer survives Close")
+	require.Eventually(t, func() bool {
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumAckPending == 0 && info.AckFloor.Consumer >= 2
+	}, 10*time.Second, 20*time.Millisecond, "the second delivery was acknowledged")
+
+	_, err = bus.NewSubscriber(js, bus.SubscriberConfig{Durable: "a.b"})
+	require.ErrorContains(t, err, "Stream: required")
+	require.ErrorContains(t, err, `Durable "a.b"`)
+}
+
+func TestDeadLetterPermanentError(t *testing.T) {
+	t.Parallel()
+	js, pub := setup(t)
+	sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamCommands, Durable: "payment", MaxDeliver: 5})
+	require.NoError(t, err)
+	router, err := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
+	require.NoError(t, err)
+	router.AddConsumerHandler("payment", "saga.cmd.payment.>", sub, func(msg *message.Message) error {
+		return fmt.Errorf("decode command: %w", bus.ErrPermanent)
+	}).AddMiddleware(bus.DeadLetter(pub, 5))
+	done := make(chan error, 1)
+	go func() { done <- router.Run(context.Background()) }()
+	t.Cleanup(func() { require.NoError(t, router.Close()); require.NoError(t, <-done) })
+	<-router.Running()
+
+	require.NoError(t, pub.Publish("saga.cmd.payment.Charge", message.NewMessage("c-1", []byte("{"))))
+	require.Eventually(t, func() bool { return streamMsgs(t, js, bus.StreamDLQ) == 1 }, 10*time.Second, 20*time.Millisecond)
+	s, err := js.Stream(t.Context(), bus.StreamDLQ)
+	require.NoError(t, err)
+	raw, err := s.GetMsg(t.Context(), 1)
+	require.NoError(t, err)
+	require.Equal(t, "saga.dlq.saga.cmd.payment.Charge", raw.Subject)
+	require.Equal(t, "1", raw.Header.Get(bus.HeaderDLQDeliveries), "permanent: dead-lettered on the first delivery")
+	require.Contains(t, raw.Header.Get(bus.HeaderDLQReason), "decode command")
+}

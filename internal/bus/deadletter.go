@@ -1,0 +1,69 @@
+package bus
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+)
+
+// Headers DeadLetter adds to a dead-lettered message.
+const (
+	// HeaderDLQReason is the text of the handler's last error.
+	HeaderDLQReason = "Sagaflow-Dlq-Reason"
+	// HeaderDLQSubject is the subject the message arrived on.
+	HeaderDLQSubject = "Sagaflow-Dlq-Subject"
+	// HeaderDLQDeliveries is how many times it was delivered.
+	HeaderDLQDeliveries = "Sagaflow-Dlq-Deliveries"
+)
+
+// deadLetterError marks a handler error whose message must leave for the dead-letter stream.
+type deadLetterError struct{ err error }
+
+func (e deadLetterError) Error() string { return e.err.Error() }
+func (e deadLetterError) Unwrap() error { return e.err }
+
+// DeadLetter is Watermill router middleware for messages from a Subscriber. When the handler fails
+// and either the error wraps ErrPermanent or this was delivery maxDeliver (or later; the
+// Subscriber's MaxDeliver), it publishes the message through pub to "saga.dlq.<original subject>"
+// with its headers plus HeaderDLQReason, HeaderDLQSubject and HeaderDLQDeliveries, and acks it.
+// Other failures pass through (the message is nacked and redelivered). If the dead-letter publish
+// fails, the message is nacked so it is not lost.
+//
+// It is built on Watermill's PoisonQueueWithFilter (which also adds its reason_poisoned,
+// topic_poisoned, handler_poisoned and subscriber_poisoned headers); what it adds is the decision
+// per delivery count and the per-message dead-letter subject.
+func DeadLetter(pub message.Publisher, maxDeliver int) message.HandlerMiddleware {
+	poison, err := middleware.PoisonQueueWithFilter(pub, DLQPrefix+"unknown", func(err error) bool {
+		var dl deadLetterError
+		return errors.As(err, &dl)
+	})
+	if err != nil {
+		panic(err) // the topic is a non-empty constant
+	}
+	mark := func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil {
+				return out, nil
+			}
+			deliveries, _ := strconv.Atoi(msg.Metadata.Get(DeliveryKey))
+			if !errors.Is(err, ErrPermanent) && deliveries < maxDeliver {
+				return out, err
+			}
+			subject := msg.Metadata.Get(SubjectKey)
+			msg.Metadata.Set(HeaderDLQReason, err.Error())
+			msg.Metadata.Set(HeaderDLQSubject, subject)
+			msg.Metadata.Set(HeaderDLQDeliveries, strconv.Itoa(deliveries))
+			if subject == "" {
+				subject = "unknown"
+			}
+			msg.Metadata.Set(SubjectKey, DLQPrefix+subject)
+			return out, deadLetterError{err}
+		}
+	}
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return poison(mark(h))
+	}
+}

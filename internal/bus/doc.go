@@ -1,0 +1,22 @@
+// Package bus is Sagaflow's JetStream transport, seen through Watermill's message.Publisher and
+// message.Subscriber so that engine, participant and outbox code is plain Watermill code.
+//
+// It replaces watermill-nats for three reasons measured in LIBRARY-NOTES.md: its pkg/nats publisher
+// waits for one PubAck per message (one round trip each), its pkg/jetstream publisher sends to the
+// stream name instead of the subject, and its subscribers either auto-ack (losing messages) or
+// delete durable consumers on close. Here:
+//
+//   - EnsureStreams creates or updates the streams of DESIGN.md ("Messages") with file storage and a
+//     configurable duplicate window; every component calls it at start and it is idempotent.
+//   - Publisher pipelines a whole batch with JetStream's asynchronous publish, sets Nats-Msg-Id to
+//     the Watermill UUID (so JetStream drops a re-publish inside the duplicate window), and returns
+//     only when every message is acknowledged, or a *PublishError naming those that were not.
+//   - Subscriber consumes a durable pull consumer it creates or updates but never deletes, hands up
+//     to MaxInFlight messages to the router at once, double-acks on Ack and naks (with delay) on Nack.
+//     A message's UUID is its Nats-Msg-Id; its metadata are its headers plus SubjectKey and DeliveryKey.
+//   - DeadLetter is router middleware that moves a message that failed its last allowed delivery (or
+//     failed permanently) to saga.dlq.<subject>, with the reason in its headers, and acks it.
+//
+// Metadata keys starting with "_sagaflow_" are local instructions (SubjectKey) or local facts
+// (DeliveryKey) and are never sent as headers.
+package bus

@@ -1,0 +1,171 @@
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SubjectKey is the metadata key that overrides the publish subject of one message (it is not sent
+// as a header). The Subscriber sets it on every message it receives to the subject the message
+// arrived on.
+const SubjectKey = "_sagaflow_subject"
+
+// DeliveryKey is metadata the Subscriber sets on every message it receives: the JetStream delivery
+// count, "1" on the first delivery.
+const DeliveryKey = "_sagaflow_delivery"
+
+// localPrefix starts metadata keys that are never sent as headers.
+const localPrefix = "_sagaflow_"
+
+// PublisherConfig tunes a Publisher. The zero value is usable.
+type PublisherConfig struct {
+	// AckTimeout is how long Publish waits, after sending the last message of a batch, for the
+	// acknowledgements still missing; default 10s. Messages not acknowledged by then fail with
+	// ErrAckTimeout (they may still be stored: publish them again, JetStream drops the duplicate).
+	AckTimeout time.Duration
+	// MaxPending is the number of messages of one Publish call in flight (sent, not yet
+	// acknowledged) at once; default 1024.
+	MaxPending int
+}
+
+func (c PublisherConfig) withDefaults() PublisherConfig {
+	if c.AckTimeout == 0 {
+		c.AckTimeout = 10 * time.Second
+	}
+	if c.MaxPending == 0 {
+		c.MaxPending = 1024
+	}
+	return c
+}
+
+func (c PublisherConfig) validate() error {
+	var errs []error
+	if c.AckTimeout < 0 {
+		errs = append(errs, fmt.Errorf("PublisherConfig.AckTimeout %s: must not be negative", c.AckTimeout))
+	}
+	if c.MaxPending < 1 {
+		errs = append(errs, fmt.Errorf("PublisherConfig.MaxPending %d: must be at least 1", c.MaxPending))
+	}
+	return errors.Join(errs...)
+}
+
+// Publisher publishes Watermill messages to JetStream, a whole batch pipelined. It is safe for
+// concurrent use. It does not own js: Close does not close the connection.
+//
+// For js, prefer a context created with jetstream.WithPublishAsyncTimeout, so that nats.go forgets
+// an acknowledgement that never comes; Publish has its own AckTimeout either way.
+type Publisher struct {
+	js     jetstream.JetStream
+	cfg    PublisherConfig
+	closed atomic.Bool
+}
+
+// NewPublisher returns a Publisher over js. It fails on an invalid cfg.
+func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) (*Publisher, error) {
+	if js == nil {
+		return nil, errors.New("new publisher: jetstream context is nil")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("new publisher: %w", err)
+	}
+	return &Publisher{js: js, cfg: cfg}, nil
+}
+
+// Publish sends msgs to JetStream and returns when every one is acknowledged. The subject is topic,
+// or the message's SubjectKey metadata when set; Nats-Msg-Id is the message's UUID; every other
+// metadata entry becomes a header of the same name (case kept). Messages go out in order on one
+// connection, up to MaxPending in flight. When some are not acknowledged, it returns a
+// *PublishError listing exactly those (use IsPermanentPublishError to tell a bad message from an
+// outage); the others are stored.
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	var failures []MessageError
+	fail := func(i int, subject string, err error) {
+		failures = append(failures, MessageError{Index: i, UUID: msgs[i].UUID, Subject: subject, Err: err})
+	}
+	subjects := make([]string, len(msgs))
+	expired := false // the ack deadline has passed: only take what has already arrived
+	wait := func(i int, timeout <-chan time.Time) {
+		f := futures[i]
+		if f == nil {
+			return
+		}
+		if !expired {
+			select {
+			case <-f.Ok():
+				return
+			case err := <-f.Err():
+				fail(i, subjects[i], err)
+				return
+			case <-timeout:
+				expired = true
+			}
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			fail(i, subjects[i], err)
+		default:
+			fail(i, subjects[i], ErrAckTimeout)
+		}
+	}
+	waited := 0 // futures[:waited] are resolved
+	for i, m := range msgs {
+		for i-waited >= p.cfg.MaxPending {
+			t := time.NewTimer(p.cfg.AckTimeout)
+			wait(waited, t.C)
+			t.Stop()
+			waited++
+		}
+		subjects[i] = topic
+		if s := m.Metadata.Get(SubjectKey); s != "" {
+			subjects[i] = s
+		}
+		f, err := p.js.PublishMsgAsync(natsMsg(subjects[i], m), jetstream.WithMsgID(m.UUID))
+		if err != nil {
+			fail(i, subjects[i], err)
+			continue
+		}
+		futures[i] = f
+	}
+	deadline := time.NewTimer(p.cfg.AckTimeout)
+	for ; waited < len(msgs); waited++ {
+		wait(waited, deadline.C)
+	}
+	deadline.Stop()
+	if len(failures) > 0 {
+		return &PublishError{Failures: failures}
+	}
+	return nil
+}
+
+// natsMsg converts m: metadata → headers (case kept, local keys dropped), payload → data.
+func natsMsg(subject string, m *message.Message) *nats.Msg {
+	h := make(nats.Header, len(m.Metadata)+1)
+	for k, v := range m.Metadata {
+		if strings.HasPrefix(k, localPrefix) {
+			continue
+		}
+		h[k] = []string{v}
+	}
+	return &nats.Msg{Subject: subject, Header: h, Data: m.Payload}
+}
+
+// Close makes further Publish calls fail with ErrClosed. It is safe to call twice.
+func (p *Publisher) Close() error {
+	p.closed.Store(true)
+	return nil
+}
+
+var _ message.Publisher = (*Publisher)(nil)

@@ -1,0 +1,114 @@
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream names, each with the subjects it captures (DESIGN.md, "Messages").
+const (
+	// StreamCommands holds saga.cmd.> : orchestrator → participants.
+	StreamCommands = "SAGA_COMMANDS"
+	// StreamReplies holds saga.reply.> : participants → orchestrator.
+	StreamReplies = "SAGA_REPLIES"
+	// StreamEvents holds events.> : services' domain events.
+	StreamEvents = "EVENTS"
+	// StreamDLQ holds saga.dlq.> : messages that could not be handled after max deliveries.
+	StreamDLQ = "SAGA_DLQ"
+)
+
+// DLQPrefix starts the subject a dead-lettered message is published to: saga.dlq.<original subject>.
+const DLQPrefix = "saga.dlq."
+
+// streamSubjects maps each stream to its subject filter.
+var streamSubjects = []struct{ name, subject string }{
+	{StreamCommands, "saga.cmd.>"},
+	{StreamReplies, "saga.reply.>"},
+	{StreamEvents, "events.>"},
+	{StreamDLQ, DLQPrefix + ">"},
+}
+
+// DefaultDuplicates is JetStream's own default duplicate window.
+const DefaultDuplicates = 2 * time.Minute
+
+// StreamsConfig tunes the streams EnsureStreams creates. The zero value is a single-node setup with
+// the default duplicate window that keeps messages forever.
+type StreamsConfig struct {
+	// Replicas per stream: 1 (default) on a single server, 3 or 5 on a cluster.
+	Replicas int
+	// Duplicates is the window in which JetStream drops a message whose Nats-Msg-Id it has already
+	// stored; default 2 minutes. Set it above the worst relay lag you expect; consumers still dedup
+	// older re-publishes with the inbox.
+	Duplicates time.Duration
+	// MaxAge discards messages older than this; 0 keeps them (limits retention by size only).
+	MaxAge time.Duration
+}
+
+func (c StreamsConfig) withDefaults() StreamsConfig {
+	if c.Replicas == 0 {
+		c.Replicas = 1
+	}
+	if c.Duplicates == 0 {
+		c.Duplicates = DefaultDuplicates
+	}
+	return c
+}
+
+func (c StreamsConfig) validate() error {
+	var errs []error
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("StreamsConfig.Replicas %d: must be 1 to 5", c.Replicas))
+	}
+	if c.Duplicates < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("StreamsConfig.Duplicates %s: must be at least 100ms", c.Duplicates))
+	}
+	if c.MaxAge < 0 {
+		errs = append(errs, fmt.Errorf("StreamsConfig.MaxAge %s: must not be negative", c.MaxAge))
+	}
+	if c.MaxAge > 0 && c.Duplicates > c.MaxAge {
+		errs = append(errs, fmt.Errorf("StreamsConfig.Duplicates %s: must not exceed MaxAge %s", c.Duplicates, c.MaxAge))
+	}
+	return errors.Join(errs...)
+}
+
+// StreamConfig returns the JetStream configuration EnsureStreams applies to the stream name, for
+// tools that want to inspect or compare it.
+func StreamConfig(name string, cfg StreamsConfig) (jetstream.StreamConfig, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return jetstream.StreamConfig{}, err
+	}
+	for _, s := range streamSubjects {
+		if s.name == name {
+			return jetstream.StreamConfig{
+				Name:       s.name,
+				Subjects:   []string{s.subject},
+				Storage:    jetstream.FileStorage,
+				Retention:  jetstream.LimitsPolicy,
+				Replicas:   cfg.Replicas,
+				Duplicates: cfg.Duplicates,
+				MaxAge:     cfg.MaxAge,
+			}, nil
+		}
+	}
+	return jetstream.StreamConfig{}, fmt.Errorf("stream %q: not one of Sagaflow's streams", name)
+}
+
+// EnsureStreams creates every stream of DESIGN.md that does not exist and updates those that do to
+// cfg. It is idempotent and safe to call from every component at start, concurrently.
+func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	for _, s := range streamSubjects {
+		sc, err := StreamConfig(s.name, cfg)
+		if err != nil {
+			return fmt.Errorf("ensure streams: %w", err)
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return fmt.Errorf("ensure stream %s (%s): %w", s.name, s.subject, err)
+		}
+	}
+	return nil
+}

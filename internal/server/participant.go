@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/outbox"
+	"github.com/sagaflow/sagaflow/participant"
+)
+
+// ParticipantConfig configures a participant node: one service's participant and the relay of
+// that service's own database.
+type ParticipantConfig struct {
+	// Participant configures the participant; its DB, JetStream, Logger and OnCommit are set by the node
+	// from the fields below. Service is required.
+	Participant participant.Config
+	// DB is the service's database, already migrated (participant.Migrate and the service's own).
+	DB *sqlx.DB
+	// ListenDSN is DB's PostgreSQL DSN for LISTEN/NOTIFY; empty on SQLite.
+	ListenDSN string
+	// NATS is the connection to the bus; the streams must exist.
+	NATS *nats.Conn
+	// RegisterFunc registers the service's handlers.
+	RegisterFunc func(*participant.Participant) error
+	// RelayConfig tunes the relay.
+	RelayConfig outbox.RelayConfig
+	// WrapPublisherFunc, when set, wraps the relay's publisher (tests: a lossy or duplicating bus).
+	WrapPublisherFunc func(message.Publisher) message.Publisher
+	// Logger receives the logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// ParticipantNode is a running (or ready to run) participant node.
+type ParticipantNode struct {
+	p     *participant.Participant
+	relay *outbox.Relay
+	pub   *bus.Publisher
+}
+
+// NewParticipant builds a participant node.
+func NewParticipant(cfg ParticipantConfig) (*ParticipantNode, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.NATS == nil || cfg.DB == nil || cfg.RegisterFunc == nil {
+		return nil, errors.New("participant node: NATS, DB and RegisterFunc are required")
+	}
+	js, err := jetstream.New(cfg.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	logger := cfg.Logger.With("service", cfg.Participant.Service)
+	relay, pub, err := newRelay(js, cfg.DB, cfg.ListenDSN, cfg.RelayConfig, cfg.WrapPublisherFunc, logger)
+	if err != nil {
+		return nil, err
+	}
+	pcfg := cfg.Participant
+	pcfg.DB, pcfg.JetStream, pcfg.Logger, pcfg.OnCommit = cfg.DB, js, logger.With("component", "participant"), relay.Wake
+	p, err := participant.New(pcfg)
+	if err != nil {
+		_ = pub.Close()
+		return nil, fmt.Errorf("participant %s: %w", pcfg.Service, err)
+	}
+	if err := cfg.RegisterFunc(p); err != nil {
+		_ = pub.Close()
+		return nil, fmt.Errorf("participant %s: register handlers: %w", pcfg.Service, err)
+	}
+	return &ParticipantNode{p: p, relay: relay, pub: pub}, nil
+}
+
+// Run runs the participant and its relay until ctx is done.
+func (n *ParticipantNode) Run(ctx context.Context) error {
+	defer func() { _ = n.pub.Close() }()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return wrapErr("relay", n.relay.Run(gctx)) })
+	g.Go(func() error { return wrapErr("participant", n.p.Run(gctx)) })
+	return g.Wait()
+}

@@ -1,0 +1,199 @@
+// Package server wires Sagaflow's components into running processes: an orchestrator node (the
+// engine, the outbox relay of its database and the HTTP API) and a participant node (a service's
+// participant and the relay of the service's database). "sagaflow serve", "sagaflow dev" and the
+// end-to-end tests all run these, so what the tests prove is what ships.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sagaflow/sagaflow/definitions"
+	"github.com/sagaflow/sagaflow/engine"
+	"github.com/sagaflow/sagaflow/engine/httpapi"
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/outbox"
+)
+
+// Config configures an orchestrator node.
+type Config struct {
+	// DB is the orchestrator's database, already migrated (engine.Migrate). Required.
+	DB *sqlx.DB
+	// ListenDSN is DB's PostgreSQL DSN, for LISTEN/NOTIFY wake-ups of the relay and the timers;
+	// empty on SQLite.
+	ListenDSN string
+	// NATS is the connection to the bus. Required.
+	NATS *nats.Conn
+	// Definitions are the definitions the engine runs. Required when Orchestrator is set.
+	Definitions *definitions.Registry
+	// Orchestrator runs the engine's reply consumer, timers and triggers. The API works without
+	// it (it starts, reads, cancels and redrives sagas through the database).
+	Orchestrator bool
+	// Relay runs the outbox relay of DB in this process.
+	Relay bool
+	// HTTPAddr is where the API listens ("127.0.0.1:8080"); empty: no API.
+	HTTPAddr string
+	// Streams configures the JetStream streams, created or updated at start.
+	Streams bus.StreamsConfig
+	// Engine tunes the engine; its DB, JetStream, Definitions, Logger, ListenDSN and OnCommit are
+	// set by the node.
+	Engine engine.Config
+	// RelayConfig tunes the relay; its ListenDSN and Logger are set by the node.
+	RelayConfig outbox.RelayConfig
+	// WrapPublisherFunc, when set, wraps the relay's publisher. Tests use it to make a bus that
+	// loses or duplicates messages.
+	WrapPublisherFunc func(message.Publisher) message.Publisher
+	// Logger receives every component's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Node is a running (or ready to run) orchestrator node.
+type Node struct {
+	cfg    Config
+	js     jetstream.JetStream
+	pub    *bus.Publisher
+	relay  *outbox.Relay
+	engine *engine.Engine
+	ln     net.Listener
+}
+
+// New checks the configuration, creates or updates the streams, builds the components and, when
+// HTTPAddr is set, binds the API's listener (so HTTPAddr can be ":0" and Addr tells the port).
+func New(ctx context.Context, cfg Config) (*Node, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	var errs []error
+	if cfg.DB == nil {
+		errs = append(errs, errors.New("server config: DB is required"))
+	}
+	if cfg.NATS == nil {
+		errs = append(errs, errors.New("server config: NATS is required"))
+	}
+	if cfg.Definitions == nil {
+		cfg.Definitions = definitions.NewRegistry()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(cfg.NATS)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if err := bus.EnsureStreams(ctx, js, cfg.Streams); err != nil {
+		return nil, fmt.Errorf("ensure streams: %w", err)
+	}
+	n := &Node{cfg: cfg, js: js}
+	if cfg.Relay {
+		n.relay, n.pub, err = newRelay(js, cfg.DB, cfg.ListenDSN, cfg.RelayConfig, cfg.WrapPublisherFunc, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+	}
+	ecfg := cfg.Engine
+	ecfg.DB, ecfg.JetStream, ecfg.Definitions = cfg.DB, js, cfg.Definitions
+	ecfg.Logger, ecfg.ListenDSN = cfg.Logger.With("component", "engine"), cfg.ListenDSN
+	if n.relay != nil {
+		ecfg.OnCommit = n.relay.Wake
+	}
+	if n.engine, err = engine.New(ecfg); err != nil {
+		n.close()
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	if cfg.HTTPAddr != "" {
+		if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			n.close()
+			return nil, fmt.Errorf("http api: listen on %s: %w", cfg.HTTPAddr, err)
+		}
+	}
+	return n, nil
+}
+
+// newRelay builds the relay of db publishing to js, its publisher wrapped by wrap when set.
+func newRelay(js jetstream.JetStream, db *sqlx.DB, listenDSN string, rcfg outbox.RelayConfig,
+	wrap func(message.Publisher) message.Publisher, logger *slog.Logger) (*outbox.Relay, *bus.Publisher, error) {
+	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
+	if err != nil {
+		return nil, nil, fmt.Errorf("publisher: %w", err)
+	}
+	var p message.Publisher = pub
+	if wrap != nil {
+		p = wrap(pub)
+	}
+	rcfg.ListenDSN = listenDSN
+	rcfg.Logger = logger.With("component", "relay")
+	return outbox.NewRelay(db, p, rcfg), pub, nil
+}
+
+// Engine returns the node's engine: the Go client of the orchestrator.
+func (n *Node) Engine() *engine.Engine { return n.engine }
+
+// Relay returns the node's relay, or nil when it runs none.
+func (n *Node) Relay() *outbox.Relay { return n.relay }
+
+// Addr returns the API's address, or "" without an API.
+func (n *Node) Addr() string {
+	if n.ln == nil {
+		return ""
+	}
+	return n.ln.Addr().String()
+}
+
+// Run runs the node's components until ctx is done, then stops them gracefully and returns nil;
+// if one fails, the others are stopped and its error is returned.
+func (n *Node) Run(ctx context.Context) error {
+	defer n.close()
+	g, gctx := errgroup.WithContext(ctx)
+	if n.relay != nil {
+		g.Go(func() error { return wrapErr("relay", n.relay.Run(gctx)) })
+	}
+	if n.cfg.Orchestrator {
+		g.Go(func() error { return wrapErr("engine", n.engine.Run(gctx)) })
+	}
+	if n.ln != nil {
+		srv := &http.Server{
+			Handler:           httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger),
+			ReadHeaderTimeout: 10 * time.Second,
+		}
+		g.Go(func() error {
+			if err := srv.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("http api: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-gctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(gctx), 10*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	return g.Wait()
+}
+
+func (n *Node) close() {
+	if n.pub != nil {
+		_ = n.pub.Close() // nothing is in flight once the relay has stopped
+	}
+	if n.ln != nil {
+		_ = n.ln.Close() // already closed by Shutdown when the API ran
+	}
+}
+
+func wrapErr(component string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%s: %w", component, err)
+}

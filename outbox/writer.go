@@ -1,0 +1,198 @@
+package outbox
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
+
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+)
+
+// Tx is what Write and Record need of the caller's transaction; *sql.Tx and *sqlx.Tx both have it.
+type Tx interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// DefaultMaxPayload is NATS's default max_payload, 1 MiB.
+const DefaultMaxPayload = 1 << 20
+
+// orderingKey is the metadata key WithOrderingKey sets; it is stored in its own column and never
+// sent as a header (the "_sagaflow_" prefix keeps bus.Publisher from sending it).
+const orderingKey = "_sagaflow_ordering_key"
+
+// WriterConfig tunes a Writer.
+type WriterConfig struct {
+	// MaxPayload is the largest message accepted, payload plus headers as NATS counts them; default
+	// 1 MiB. Keep it at or below the NATS server's max_payload (nats.Conn.MaxPayload): a larger
+	// message would be committed and then quarantined by the relay.
+	MaxPayload int
+}
+
+// Writer adds messages to the outbox inside the caller's transaction. It is stateless apart from
+// its configuration and safe for concurrent use.
+type Writer struct {
+	dialect sqldb.Dialect
+	cfg     WriterConfig
+}
+
+// NewWriter returns a Writer for databases of dialect.
+func NewWriter(dialect sqldb.Dialect, cfg WriterConfig) *Writer {
+	if cfg.MaxPayload <= 0 {
+		cfg.MaxPayload = DefaultMaxPayload
+	}
+	return &Writer{dialect: dialect, cfg: cfg}
+}
+
+// WithOrderingKey sets msg's ordering key and returns msg: the relay publishes messages with the
+// same key in the order they were written (see the package documentation for what that means with
+// concurrent writers and failures). The key is not sent as a header.
+func WithOrderingKey(msg *message.Message, key string) *message.Message {
+	msg.Metadata.Set(orderingKey, key)
+	return msg
+}
+
+// rowsPerInsert bounds one multi-row INSERT (5 parameters a row) well under both databases'
+// parameter limits.
+const rowsPerInsert = 500
+
+// Write adds msgs to the outbox inside tx; they are published after tx commits, and never if it
+// rolls back. Each message goes to subject, or to its bus.SubjectKey metadata when set. A message
+// with an empty UUID gets a UUIDv7 (set on msg, so the caller can read it); the UUID becomes
+// Nats-Msg-Id. Metadata become headers, except "_sagaflow_" keys.
+//
+// Every message is checked before anything is written: a nil message, an invalid subject or a
+// message over MaxPayload (*TooLargeError) fails the call with an error matching
+// ErrInvalidMessage, and nothing of it is written. An error from tx (sql.ErrTxDone for a finished
+// transaction, a unique violation for a message id already in the outbox) is wrapped; the
+// transaction is then the caller's to roll back.
+func (w *Writer) Write(ctx context.Context, tx Tx, subject string, msgs ...*message.Message) error {
+	if tx == nil {
+		return errors.New("outbox: write: transaction is nil")
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	rows := make([]row, len(msgs))
+	for i, m := range msgs {
+		r, err := w.row(subject, m)
+		if err != nil {
+			return err
+		}
+		rows[i] = r
+	}
+	for start := 0; start < len(rows); start += rowsPerInsert {
+		end := min(start+rowsPerInsert, len(rows))
+		query, args := insertQuery(w.dialect, rows[start:end])
+		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+			return fmt.Errorf("outbox: write %d message(s) to %s: %w", end-start, rows[start].subject, err)
+		}
+	}
+	return nil
+}
+
+// row is one outbox row to insert.
+type row struct {
+	messageID, subject string
+	headers            []byte
+	payload            []byte
+	orderingKey        sql.NullString
+}
+
+func (w *Writer) row(subject string, m *message.Message) (row, error) {
+	if m == nil {
+		return row{}, fmt.Errorf("%w: message is nil", ErrInvalidMessage)
+	}
+	if m.UUID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return row{}, fmt.Errorf("outbox: message id: %w", err)
+		}
+		m.UUID = id.String()
+	}
+	if s := m.Metadata.Get(bus.SubjectKey); s != "" {
+		subject = s
+	}
+	if err := validateSubject(subject); err != nil {
+		return row{}, fmt.Errorf("%w: message %s: %w", ErrInvalidMessage, m.UUID, err)
+	}
+	headers := make(map[string]string, len(m.Metadata))
+	// NATS counts "NATS/1.0\r\n", each "Key: value\r\n", the final "\r\n", and the payload.
+	size := len("NATS/1.0\r\n\r\n") + len(nats.MsgIdHdr) + len(m.UUID) + 4 + len(m.Payload)
+	for k, v := range m.Metadata {
+		if strings.HasPrefix(k, "_sagaflow_") {
+			continue
+		}
+		headers[k] = v
+		size += len(k) + len(v) + 4
+	}
+	if size > w.cfg.MaxPayload {
+		return row{}, &TooLargeError{MessageID: m.UUID, Subject: subject, Size: size, Limit: w.cfg.MaxPayload}
+	}
+	hj, err := json.Marshal(headers)
+	if err != nil {
+		return row{}, fmt.Errorf("outbox: message %s: encode headers: %w", m.UUID, err)
+	}
+	payload := []byte(m.Payload)
+	if payload == nil {
+		payload = []byte{} // the column is NOT NULL
+	}
+	r := row{messageID: m.UUID, subject: subject, headers: hj, payload: payload}
+	if k := m.Metadata.Get(orderingKey); k != "" {
+		r.orderingKey = sql.NullString{String: k, Valid: true}
+	}
+	return r, nil
+}
+
+// validateSubject accepts a concrete NATS subject: dot-separated non-empty tokens, no whitespace or
+// control characters, no wildcard tokens. Hand-written because nats.go checks only for whitespace
+// at publish time and the server's full check lives in nats-server, too big a dependency for a
+// library that services import.
+func validateSubject(s string) error {
+	if s == "" {
+		return errors.New("subject is empty")
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c <= ' ' || c == 0x7f {
+			return fmt.Errorf("subject %q: contains whitespace or a control character", s)
+		}
+	}
+	for _, tok := range strings.Split(s, ".") {
+		switch tok {
+		case "":
+			return fmt.Errorf("subject %q: has an empty token", s)
+		case "*", ">":
+			return fmt.Errorf("subject %q: wildcards cannot be published to", s)
+		}
+	}
+	return nil
+}
+
+func insertQuery(d sqldb.Dialect, rows []row) (string, []any) {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO sagaflow_outbox (message_id, subject, headers, payload, ordering_key) VALUES `)
+	args := make([]any, 0, len(rows)*5)
+	for i, r := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?, ?, ?, ?, ?)")
+		args = append(args, r.messageID, r.subject, string(r.headers), r.payload, r.orderingKey)
+	}
+	return sqlx.Rebind(bindType(d), b.String()), args
+}
+
+func bindType(d sqldb.Dialect) int {
+	if d == sqldb.Postgres {
+		return sqlx.DOLLAR
+	}
+	return sqlx.QUESTION
+}

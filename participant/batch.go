@@ -1,0 +1,329 @@
+package participant
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+)
+
+// job is one received command waiting for its transaction.
+type job struct {
+	cmd     protocol.Command
+	headers map[string]string
+	handler Handler
+	done    chan error // buffered: the batcher never blocks on it
+}
+
+// batcher is the hot path. It takes the commands the router has received and handles up to
+// Config.Batch of them in one transaction, so a busy service pays one commit for many commands. It
+// never waits to fill a batch: it takes what is queued, so a quiet service answers each command at
+// once.
+func (p *Participant) batcher(ctx context.Context) {
+	for {
+		var first *job
+		select {
+		case first = <-p.jobs:
+		case <-p.stop:
+			return
+		}
+		batch := []*job{first}
+	fill:
+		for len(batch) < p.cfg.Batch {
+			select {
+			case j := <-p.jobs:
+				batch = append(batch, j)
+			default:
+				break fill
+			}
+		}
+		p.process(ctx, batch)
+	}
+}
+
+// process handles batch and tells each job its result. Commands are taken in barrier-key order so
+// that two replicas lock barrier rows in the same order. If the shared transaction fails as a whole
+// (a commit error, a deadlock, a broken connection), every command is retried in a transaction of
+// its own, so one bad command cannot keep failing the others.
+func (p *Participant) process(ctx context.Context, batch []*job) {
+	slices.SortFunc(batch, func(a, b *job) int {
+		return cmp.Or(cmp.Compare(a.cmd.SagaID, b.cmd.SagaID), cmp.Compare(a.cmd.Step, b.cmd.Step),
+			cmp.Compare(a.cmd.Action, b.cmd.Action))
+	})
+	var results []error
+	err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) (err error) {
+		results, err = p.handleBatch(ctx, tx, batch)
+		return err
+	})
+	if err != nil {
+		results = make([]error, len(batch))
+		if len(batch) == 1 {
+			results[0] = err
+		} else {
+			p.log.WarnContext(ctx, "batch transaction failed, handling its commands one by one", "batch", len(batch), "err", err)
+			for i, j := range batch {
+				results[i] = p.single(ctx, j)
+			}
+		}
+	}
+	replied := false
+	for i, j := range batch {
+		replied = replied || results[i] == nil
+		j.done <- results[i]
+	}
+	if replied && p.cfg.OnCommit != nil {
+		p.cfg.OnCommit()
+	}
+}
+
+// single handles j in a transaction of its own.
+func (p *Participant) single(ctx context.Context, j *job) error {
+	var results []error
+	err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) (err error) {
+		results, err = p.handleBatch(ctx, tx, []*job{j})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return results[0]
+}
+
+// answer is what a job gets: a result to reply with, or a transient error.
+type answer struct {
+	res Result
+	err error
+}
+
+// handleBatch handles batch inside tx. It returns one error per job (nil: its reply is written and
+// commits with tx; else its work was rolled back and it must be redelivered), or an error that
+// leaves tx unusable.
+//
+// Forward commands are handled together: one statement claims every forward key of the batch in
+// the barrier, one reads the records of those done before, each claimed command runs its handler
+// under a savepoint, and one statement records all outcomes. Compensations follow, one by one (they
+// are rarer and read their forward's outcome, which may have been decided in this same batch).
+// Finally one statement per reply subject writes every reply to the outbox.
+func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job) ([]error, error) {
+	b := barrier{tx: tx}
+	answers := make([]answer, len(batch))
+	owner := map[key]int{} // the job that handles a key; later jobs with the same key copy its answer
+	var keys []key
+	for i, j := range batch {
+		if j.cmd.Action != protocol.ActionForward {
+			continue
+		}
+		if _, dup := owner[keyOf(&j.cmd)]; !dup {
+			owner[keyOf(&j.cmd)] = i
+			keys = append(keys, keyOf(&j.cmd))
+		}
+	}
+	if len(keys) > 0 {
+		if err := p.forwards(ctx, b, batch, answers, owner, keys); err != nil {
+			return nil, err
+		}
+	}
+	for i, j := range batch {
+		if j.cmd.Action == protocol.ActionCompensate {
+			var err error
+			if answers[i], err = p.compensation(ctx, b, j); err != nil {
+				return nil, err
+			}
+		} else if o := owner[keyOf(&j.cmd)]; o != i {
+			answers[i] = answers[o]
+		}
+	}
+	return p.replies(ctx, tx, batch, answers)
+}
+
+func (p *Participant) forwards(ctx context.Context, b barrier, batch []*job, answers []answer, owner map[key]int, keys []key) error {
+	claimed, err := b.claim(ctx, protocol.ActionForward, outcomePending, "", keys)
+	if err != nil {
+		return err
+	}
+	var earlier []key
+	for _, k := range keys {
+		if !claimed[k] {
+			earlier = append(earlier, k)
+		}
+	}
+	recs, err := b.load(ctx, protocol.ActionForward, earlier)
+	if err != nil {
+		return err
+	}
+	var outcomes []decided
+	for _, k := range keys {
+		i, j := owner[k], batch[owner[k]]
+		if !claimed[k] {
+			// Done before (a duplicate, a redelivery, a retry after a lost reply), or compensated
+			// before it arrived (the tombstone answers cancelled): answer from the record.
+			rec, ok := recs[k]
+			if !ok {
+				answers[i].err = fmt.Errorf("%w: step %s of saga %s neither claimed nor recorded", ErrBarrierState, k.step, k.sagaID)
+				continue
+			}
+			answers[i].res, answers[i].err = rec.result()
+			p.log.DebugContext(ctx, "command answered from barrier", "saga_id", k.sagaID, "step", k.step, "attempt", j.cmd.Attempt)
+			continue
+		}
+		res, jobErr, err := p.run(ctx, b.tx, j)
+		if err != nil {
+			return err
+		}
+		if jobErr != nil {
+			// Give the key back, so the redelivery runs the handler again.
+			if err := b.forget(ctx, k, protocol.ActionForward); err != nil {
+				return err
+			}
+			answers[i].err = jobErr
+			continue
+		}
+		answers[i].res = res
+		outcomes = append(outcomes, decided{key: k, action: protocol.ActionForward, res: res})
+	}
+	return b.record(ctx, outcomes)
+}
+
+// compensation handles one compensation under a savepoint. The returned error leaves the
+// transaction unusable; the job's own failure is in the answer.
+func (p *Participant) compensation(ctx context.Context, b barrier, j *job) (answer, error) {
+	if _, err := b.tx.ExecContext(ctx, "SAVEPOINT sagaflow_cmd"); err != nil {
+		return answer{}, fmt.Errorf("savepoint: %w", err)
+	}
+	res, jobErr := p.compensate1(ctx, b, j)
+	if jobErr != nil {
+		if _, err := b.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT sagaflow_cmd"); err != nil {
+			return answer{}, fmt.Errorf("roll back to savepoint after %w: %w", jobErr, err)
+		}
+	}
+	if _, err := b.tx.ExecContext(ctx, "RELEASE SAVEPOINT sagaflow_cmd"); err != nil {
+		return answer{}, fmt.Errorf("release savepoint: %w", err)
+	}
+	return answer{res: res, err: jobErr}, nil
+}
+
+func (p *Participant) compensate1(ctx context.Context, b barrier, j *job) (Result, error) {
+	k := keyOf(&j.cmd)
+	// Claim the forward key first, with a tombstone: if that works, the forward never ran here (a
+	// null compensation), and the tombstone makes a late forward refuse itself. Forward and
+	// compensation both take the forward key before anything else, so on two replicas they
+	// serialise on it instead of passing each other.
+	tomb, err := b.claim(ctx, protocol.ActionForward, string(protocol.OutcomeCancelled), reasonTombstone, []key{k})
+	if err != nil {
+		return Result{}, err
+	}
+	first, err := b.claim(ctx, protocol.ActionCompensate, outcomePending, "", []key{k})
+	if err != nil {
+		return Result{}, err
+	}
+	if !first[k] {
+		recs, err := b.load(ctx, protocol.ActionCompensate, []key{k})
+		if err != nil {
+			return Result{}, err
+		}
+		return recs[k].result()
+	}
+	res := Success(nil)
+	if !tomb[k] {
+		recs, err := b.load(ctx, protocol.ActionForward, []key{k})
+		if err != nil {
+			return Result{}, err
+		}
+		// Only a forward that succeeded left an effect; a failed or refused one has nothing to undo.
+		if recs[k].Outcome == string(protocol.OutcomeSuccess) {
+			var jobErr, txErr error
+			if res, jobErr, txErr = p.run(ctx, b.tx, j); txErr != nil {
+				return Result{}, txErr
+			} else if jobErr != nil {
+				return Result{}, jobErr
+			}
+		}
+	}
+	if res.outcome == protocol.OutcomeFailure {
+		// A failed compensation is retried by the orchestrator: keep no record, so the retry runs
+		// the handler again, and answer the failure.
+		return res, b.forget(ctx, k, protocol.ActionCompensate)
+	}
+	return res, b.record(ctx, []decided{{key: k, action: protocol.ActionCompensate, res: res}})
+}
+
+// run calls j's handler under a savepoint. jobErr is the handler's error or panic (its writes are
+// rolled back); on a Failure result its writes are rolled back too. txErr means tx is unusable.
+func (p *Participant) run(ctx context.Context, tx *sqlx.Tx, j *job) (res Result, jobErr, txErr error) {
+	if _, err := tx.ExecContext(ctx, "SAVEPOINT sagaflow_handler"); err != nil {
+		return Result{}, nil, fmt.Errorf("savepoint before handler: %w", err)
+	}
+	res, jobErr = call(ctx, tx, j.handler, newCommand(j.cmd, j.headers))
+	if jobErr == nil {
+		jobErr = res.err
+	}
+	if jobErr != nil || res.outcome == protocol.OutcomeFailure {
+		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT sagaflow_handler"); err != nil {
+			return Result{}, nil, fmt.Errorf("roll back handler of step %s: %w", j.cmd.Step, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT sagaflow_handler"); err != nil {
+		return Result{}, nil, fmt.Errorf("release savepoint after handler: %w", err)
+	}
+	return res, jobErr, nil
+}
+
+func call(ctx context.Context, tx *sqlx.Tx, h Handler, cmd Command) (res Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrPanic, r)
+		}
+	}()
+	return h(ctx, tx, cmd)
+}
+
+// replies writes the answered jobs' replies to the outbox and returns each job's error.
+//
+// Each reply is a new message (new id) that echoes its command's attempt, so the orchestrator takes
+// a replayed answer as the answer to the attempt it is waiting for.
+func (p *Participant) replies(ctx context.Context, tx *sqlx.Tx, batch []*job, answers []answer) ([]error, error) {
+	results := make([]error, len(batch))
+	bySubject := map[string][]*message.Message{}
+	var subjects []string
+	now := time.Now()
+	for i, j := range batch {
+		if answers[i].err != nil {
+			results[i] = answers[i].err
+			continue
+		}
+		res := answers[i].res
+		r := j.cmd.Answer(res.outcome)
+		r.MessageID = uuid.Must(uuid.NewV7()).String()
+		r.Output, r.Reason = res.output, res.reason
+		r.Service = p.cfg.Service
+		r.Time = now
+		msg, err := r.Message()
+		if err != nil {
+			results[i] = err
+			continue
+		}
+		for _, h := range []string{protocol.HeaderTraceparent, protocol.HeaderTracestate} {
+			if v := j.headers[h]; v != "" {
+				msg.Metadata.Set(h, v)
+			}
+		}
+		if _, ok := bySubject[j.cmd.ReplyTo]; !ok {
+			subjects = append(subjects, j.cmd.ReplyTo)
+		}
+		bySubject[j.cmd.ReplyTo] = append(bySubject[j.cmd.ReplyTo], msg)
+	}
+	for _, s := range subjects {
+		if err := p.outbox.Write(ctx, tx, s, bySubject[s]...); err != nil {
+			return nil, fmt.Errorf("write %d replies to outbox: %w", len(bySubject[s]), err)
+		}
+	}
+	return results, nil
+}

@@ -1,0 +1,58 @@
+// Package participant is the service-side SDK of Sagaflow: a service registers a handler per saga
+// command and per compensation, and each command is handled inside one transaction of the
+// service's own database (PostgreSQL or SQLite), with the reply written to the outbox in that same
+// transaction. Effects and reply commit together or not at all.
+//
+// # Usage
+//
+//	if err := participant.Migrate(ctx, db); err != nil { … } // barrier + outbox tables
+//	p, err := participant.New(participant.Config{Service: "payment", DB: db, JetStream: js})
+//	p.Handle("ChargePayment", func(ctx context.Context, tx *sqlx.Tx, cmd participant.Command) (participant.Result, error) {
+//		var in struct{ OrderID string `json:"order_id"` }
+//		if err := cmd.Input(&in); err != nil {
+//			return participant.Result{}, err // transient: redelivered, then dead-lettered
+//		}
+//		// … write the charge with tx …
+//		return participant.Success(map[string]string{"charge_id": id}), nil
+//	})
+//	p.Compensate("RefundPayment", refund)
+//	go relay.Run(ctx)       // an outbox.Relay on db publishes the replies
+//	err = p.Run(ctx)        // until ctx ends; or p.Start(ctx) … p.Stop(ctx)
+//
+// Pass the relay's Wake as Config.OnCommit so replies leave as soon as their transaction commits.
+//
+// # Guarantees: the barrier
+//
+// The participant keys what it has done on (saga id, step, action) in the table sagaflow_barrier,
+// in the handler's transaction, together with the reply it gave:
+//   - the same command again (a duplicate, a redelivery, an orchestrator retry after a lost reply)
+//     does not run the handler: the recorded reply is sent again, echoing the new attempt;
+//   - a compensation for a step whose forward action never ran here, or did not succeed, is
+//     recorded and answered success without calling the compensation handler; it also leaves a
+//     tombstone on the forward action;
+//   - a forward command arriving after its compensation (a "hanging" command) is refused and
+//     answered cancelled, so it never leaves an effect that nothing would undo.
+//
+// Replicas of a service share the work through one durable JetStream consumer. Two replicas that
+// receive the same command at once cannot both run the handler: the barrier row's primary key is
+// inserted first, and PostgreSQL makes the second insert wait for the first transaction (SQLite
+// transactions are exclusive).
+//
+// A handler answers Success (with an output merged into the saga's data) or Failure (a business
+// failure: its writes are rolled back, the saga compensates). A returned error or a panic is
+// transient: that command's work is rolled back and it is redelivered after Config.NakDelay; after
+// Config.MaxDeliver deliveries it goes to the SAGA_DLQ stream with the error as its reason. A
+// message that breaks the message contract, or names a command with no handler, goes there at once.
+// A compensation that answers Failure is not recorded, so the orchestrator's retry runs it again.
+//
+// # The hot path
+//
+// Commands received together (up to Config.Batch) are handled in one transaction, each under a
+// savepoint: one command's failure or transient error rolls back only its own part. If the
+// transaction as a whole fails (a deadlock, a commit error), each command is retried in its own
+// transaction. So a busy service pays one commit per batch rather than one per command, and a few
+// statements per batch for the barrier and the outbox rather than several per command.
+//
+// Replies are new messages (fresh ids) that echo the attempt of the command they answer, so the
+// orchestrator takes a replayed answer as the answer to the attempt it is waiting for.
+package participant

@@ -1,0 +1,282 @@
+package participant
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jmoiron/sqlx"
+
+	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/migrate"
+	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/outbox"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates the participant's tables in the service's database: the barrier
+// (sagaflow_barrier) and the outbox's tables (outbox.Migrate). It is idempotent and safe to run
+// from several replicas at once.
+func Migrate(ctx context.Context, db *sqlx.DB) error {
+	if err := outbox.Migrate(ctx, db); err != nil {
+		return err
+	}
+	if _, err := migrate.Apply(ctx, db, "participant", migrations); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Participant receives a service's saga commands from JetStream and runs them through the
+// registered handlers, each inside a transaction of the service's database guarded by the barrier.
+// Register every handler before Run. Its methods are safe for concurrent use.
+type Participant struct {
+	cfg    Config
+	db     *sqlx.DB
+	outbox *outbox.Writer
+	log    *slog.Logger
+
+	mu         sync.RWMutex
+	forward    map[string]Handler
+	compensate map[string]Handler
+
+	running atomic.Bool
+	jobs    chan *job
+	stop    chan struct{} // closed when Run's router has stopped
+	ready   chan struct{} // closed when Run's router is running
+
+	lifeMu sync.Mutex
+	cancel context.CancelFunc // set by Start
+	done   chan error         // Run's result, for Stop
+}
+
+// New returns a Participant for cfg.Service. It reports every configuration problem at once.
+func New(cfg Config) (*Participant, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("participant config: %w", err)
+	}
+	w := cfg.Outbox
+	if w == nil {
+		w = outbox.NewWriter(sqldb.DialectOf(cfg.DB), outbox.WriterConfig{})
+	}
+	return &Participant{
+		cfg:        cfg,
+		db:         cfg.DB,
+		outbox:     w,
+		log:        cfg.Logger.With("component", "participant", "service", cfg.Service),
+		forward:    map[string]Handler{},
+		compensate: map[string]Handler{},
+		jobs:       make(chan *job),
+		stop:       make(chan struct{}),
+		ready:      make(chan struct{}),
+	}, nil
+}
+
+// Handle registers h for the forward command named command (the definition's step "command").
+// It panics on an empty name, a nil handler or a second registration: those are programming errors.
+func (p *Participant) Handle(command string, h Handler) { p.register(p.forward, command, h) }
+
+// Compensate registers h for the compensation command named command (the definition's step
+// "compensation"). h runs only when the forward action succeeded here; a compensation for a
+// forward that never ran is answered success without calling h. It panics like Handle.
+func (p *Participant) Compensate(command string, h Handler) { p.register(p.compensate, command, h) }
+
+func (p *Participant) register(m map[string]Handler, command string, h Handler) {
+	if command == "" || strings.ContainsAny(command, ".*> ") || h == nil {
+		panic(fmt.Sprintf("participant: register %q: want a command name without . * > or spaces and a non-nil handler", command))
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, dup := m[command]; dup {
+		panic(fmt.Sprintf("participant: command %q registered twice", command))
+	}
+	m[command] = h
+}
+
+func (p *Participant) handler(c protocol.Command) Handler {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if c.Action == protocol.ActionCompensate {
+		return p.compensate[c.Name]
+	}
+	return p.forward[c.Name]
+}
+
+// Commands returns the names of the registered forward commands and compensations, sorted.
+func (p *Participant) Commands() (forward, compensations []string) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return slices.Sorted(maps.Keys(p.forward)), slices.Sorted(maps.Keys(p.compensate))
+}
+
+// Durable returns the name of the durable JetStream consumer the replicas of service share.
+func Durable(service string) string { return "sagaflow-participant-" + service }
+
+// Run consumes the service's commands until ctx ends, then finishes the commands in flight (within
+// Config.ShutdownTimeout) and returns nil. All replicas of a service share one durable consumer
+// on SAGA_COMMANDS filtered to saga.cmd.<service>.>, so each command goes to one of them.
+// Commands that cannot be parsed, or that name no registered handler, go to the dead-letter
+// stream at once with the reason; commands whose handler keeps failing go there after
+// Config.MaxDeliver deliveries. Run may be called once.
+func (p *Participant) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("participant: Run called twice")
+	}
+	cfg := p.cfg
+	filter := protocol.ServiceCommands(cfg.Service)
+	sub, err := bus.NewSubscriber(cfg.JetStream, bus.SubscriberConfig{
+		Stream:         bus.StreamCommands,
+		Durable:        Durable(cfg.Service),
+		FilterSubjects: []string{filter},
+		AckWait:        cfg.AckWait,
+		MaxDeliver:     cfg.MaxDeliver,
+		MaxInFlight:    cfg.Batch,
+		NakDelay:       cfg.NakDelay,
+		Logger:         p.log,
+	})
+	if err != nil {
+		return fmt.Errorf("participant %s: subscriber: %w", cfg.Service, err)
+	}
+	dlq, err := bus.NewPublisher(cfg.JetStream, bus.PublisherConfig{})
+	if err != nil {
+		_ = sub.Close()
+		return fmt.Errorf("participant %s: dead-letter publisher: %w", cfg.Service, err)
+	}
+	defer dlq.Close()
+	// Watermill logs every handler start at Info and every handler error at Error; for a
+	// participant a handler error is a transient failure that will be retried.
+	wlog := watermill.NewSlogLoggerWithLevelMapping(p.log, map[slog.Level]slog.Level{
+		slog.LevelInfo:  slog.LevelDebug,
+		slog.LevelError: slog.LevelWarn,
+	})
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wlog)
+	if err != nil {
+		_ = sub.Close()
+		return fmt.Errorf("participant %s: router: %w", cfg.Service, err)
+	}
+	router.AddMiddleware(bus.DeadLetter(dlq, cfg.MaxDeliver))
+	router.AddConsumerHandler("participant-"+cfg.Service, filter, sub, p.receive)
+
+	// The batcher outlives the router: handlers still draining at shutdown wait for it.
+	batcherDone := make(chan struct{})
+	go func() {
+		defer close(batcherDone)
+		p.batcher(context.WithoutCancel(ctx))
+	}()
+	go func() {
+		select {
+		case <-router.Running():
+			close(p.ready)
+		case <-p.stop:
+		}
+	}()
+	p.log.InfoContext(ctx, "participant started", "subject", filter, "batch", cfg.Batch)
+	err = router.Run(ctx)
+	close(p.stop)
+	<-batcherDone
+	p.log.InfoContext(ctx, "participant stopped")
+	if err != nil && ctx.Err() == nil {
+		return fmt.Errorf("participant %s: %w", cfg.Service, err)
+	}
+	return nil
+}
+
+// receive is the router's handler: it parses the command and hands it to the batcher, then waits
+// for its transaction. A returned error nacks the message (or dead-letters it, see Run).
+func (p *Participant) receive(msg *message.Message) error {
+	subject := msg.Metadata.Get(bus.SubjectKey)
+	c, err := protocol.ParseCommand(subject, msg)
+	if err != nil {
+		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+	}
+	if c.Service != p.cfg.Service {
+		return fmt.Errorf("%w: command for service %q received by service %q", bus.ErrPermanent, c.Service, p.cfg.Service)
+	}
+	h := p.handler(c)
+	if h == nil {
+		return fmt.Errorf("%w: %w: %s %s of service %s", bus.ErrPermanent, ErrUnknownCommand, c.Action, c.Name, c.Service)
+	}
+	headers := make(map[string]string, len(msg.Metadata))
+	for k, v := range msg.Metadata {
+		if !strings.HasPrefix(k, "_") {
+			headers[k] = v
+		}
+	}
+	j := &job{cmd: c, headers: headers, handler: h, done: make(chan error, 1)}
+	select {
+	case p.jobs <- j:
+	case <-p.stop:
+		return ErrStopping
+	}
+	select {
+	case err = <-j.done:
+	case <-p.stop: // only after the router gave up waiting; a commit still in progress is replayed
+		return ErrStopping
+	}
+	if err != nil {
+		p.log.WarnContext(msg.Context(), "command will be redelivered", "saga_id", c.SagaID, "step", c.Step,
+			"action", string(c.Action), "attempt", c.Attempt, "delivery", msg.Metadata.Get(bus.DeliveryKey), "err", err)
+	}
+	return err
+}
+
+// Start runs the participant in the background (see Run) for services that cannot give it a
+// goroutine of their own. It returns once the participant consumes commands, or with Run's error
+// if it could not start, or ctx's error. Start after Start is a no-op.
+func (p *Participant) Start(ctx context.Context) error {
+	p.lifeMu.Lock()
+	if p.cancel != nil {
+		p.lifeMu.Unlock()
+		return nil
+	}
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	p.cancel, p.done = cancel, make(chan error, 1)
+	done := p.done
+	p.lifeMu.Unlock()
+	go func() { done <- p.Run(runCtx) }()
+	select {
+	case <-p.ready:
+		return nil
+	case err := <-done:
+		done <- err // keep it for Stop
+		if err == nil {
+			err = errors.New("participant stopped while starting")
+		}
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Stop stops a participant started with Start: it stops taking commands, waits for those in flight
+// (within Config.ShutdownTimeout, or until ctx ends) and returns Run's error. Stop before Start,
+// and Stop after Stop, are no-ops.
+func (p *Participant) Stop(ctx context.Context) error {
+	p.lifeMu.Lock()
+	cancel, done := p.cancel, p.done
+	p.lifeMu.Unlock()
+	if cancel == nil {
+		return nil
+	}
+	cancel()
+	select {
+	case err := <-done:
+		done <- err
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
