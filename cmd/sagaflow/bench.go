@@ -167,6 +167,9 @@ func benchSaga(ctx context.Context, base, mode string, concurrency, orders int, 
 		if err != nil {
 			return orderstack.DB{}, errors.Join(err, drop(context.WithoutCancel(ctx)))
 		}
+		// Five databases share one server: bound each pool so 256 sagas in flight queue for a
+		// connection instead of exhausting max_connections.
+		db.SetMaxOpenConns(12)
 		cleanups = append(cleanups, func() { db.Close(); _ = drop(context.WithoutCancel(ctx)) })
 		return orderstack.DB{DB: db, ListenDSN: dsn}, nil
 	}
