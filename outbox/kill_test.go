@@ -35,32 +35,38 @@ type helperConfig struct {
 
 const batchPublished = "BATCH_PUBLISHED"
 
-// TestHelperRelayProcess is not a test: it is the relay process TestRelayKilledMidBatch starts
-// (and kills) by running the test binary again with helperEnv set.
-func TestHelperRelayProcess(t *testing.T) {
-	raw := os.Getenv(helperEnv)
-	if raw == "" {
-		t.Skip("helper process for TestRelayKilledMidBatch")
-	}
+// runHelperRelay is the relay process TestRelayKilledMidBatch starts (and kills): the test binary
+// run again with helperEnv set, dispatched from TestMain before any test runs.
+func runHelperRelay(raw string) error {
 	var cfg helperConfig
-	require.NoError(t, json.Unmarshal([]byte(raw), &cfg))
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		return fmt.Errorf("decode %s: %w", helperEnv, err)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	db, err := sqldb.Open(ctx, cfg.DB)
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	defer db.Close()
 	nc, err := nats.Connect(cfg.NATS, nats.MaxReconnects(-1))
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
 	var p message.Publisher = pub
 	if cfg.Pause {
 		p = pausingPublisher{pub}
 	}
-	require.NoError(t, outbox.NewRelay(db, p, outbox.RelayConfig{BatchSize: 100, PollInterval: 20 * time.Millisecond}).Run(ctx))
+	return outbox.NewRelay(db, p, outbox.RelayConfig{BatchSize: 100, PollInterval: 20 * time.Millisecond}).Run(ctx)
 }
 
 // pausingPublisher publishes, reports it on stdout, and hangs: the relay is then killed between
@@ -80,7 +86,7 @@ func startHelper(t *testing.T, cfg helperConfig) (*exec.Cmd, *bufio.Scanner) {
 	t.Helper()
 	raw, err := json.Marshal(cfg)
 	require.NoError(t, err)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRelayProcess$", "-test.count=1")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+string(raw))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
