@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/participant"
 )
@@ -22,7 +23,7 @@ func setupStock(t *testing.T, db *sqlx.DB) {
 
 func available(t *testing.T, db *sqlx.DB, sku string) int {
 	t.Helper()
-	return count(t, db, `SELECT available FROM inventory_stock WHERE sku = ?`, sku)
+	return ordertest.Count(t, db, `SELECT available FROM inventory_stock WHERE sku = ?`, sku)
 }
 
 func TestInventory(t *testing.T) {
@@ -30,33 +31,33 @@ func TestInventory(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 		setupStock(t, db)
 		s := newService(Options{})
-		res, err := handle(t, db, s.reserve, "saga-1", testOrder)
+		res, err := ordertest.Handle(t, db, s.reserve, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.Equal(t, "success", res.Outcome())
 		require.Equal(t, 8, available(t, db, "sku-apple"))
 		require.Equal(t, 9, available(t, db, "sku-fig"))
-		require.Equal(t, 2, count(t, db, `SELECT COUNT(*) FROM inventory_reservations WHERE saga_id = 'saga-1' AND status = 'reserved'`))
+		require.Equal(t, 2, ordertest.Count(t, db, `SELECT COUNT(*) FROM inventory_reservations WHERE saga_id = 'saga-1' AND status = 'reserved'`))
 
 		// Not enough stock of one line: nothing is taken of any line.
 		big := order.Input{OrderID: "o-2", Items: []order.Item{{SKU: "sku-apple", Qty: 1}, {SKU: "sku-fig", Qty: 50}}}
-		res, err = handle(t, db, s.reserve, "saga-2", big)
+		res, err = ordertest.Handle(t, db, s.reserve, "saga-2", big)
 		require.NoError(t, err)
 		require.Equal(t, "failure", res.Outcome())
 		require.Contains(t, res.Reason(), "out of stock: sku-fig has 9, order needs 50")
 		require.Equal(t, 8, available(t, db, "sku-apple"))
 
 		unknown := order.Input{OrderID: "o-3", Items: []order.Item{{SKU: "sku-nope", Qty: 1}}}
-		res, err = handle(t, db, s.reserve, "saga-3", unknown)
+		res, err = ordertest.Handle(t, db, s.reserve, "saga-3", unknown)
 		require.NoError(t, err)
 		require.Equal(t, "failure", res.Outcome())
 		require.Contains(t, res.Reason(), "unknown sku sku-nope")
 
-		res, err = handle(t, db, s.release, "saga-1", testOrder)
+		res, err = ordertest.Handle(t, db, s.release, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.JSONEq(t, `{"released":2}`, string(res.Output()))
 		require.Equal(t, 10, available(t, db, "sku-apple"))
 		require.Equal(t, 10, available(t, db, "sku-fig"))
-		res, err = handle(t, db, s.release, "saga-1", testOrder)
+		res, err = ordertest.Handle(t, db, s.release, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.JSONEq(t, `{"released":0}`, string(res.Output()), "a second release returns nothing")
 		require.Equal(t, 10, available(t, db, "sku-apple"))
@@ -68,7 +69,7 @@ func TestInventoryFaults(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 		setupStock(t, db)
 		s := newService(Options{OutOfStockRate: 1})
-		res, err := handle(t, db, s.reserve, "saga-1", testOrder)
+		res, err := ordertest.Handle(t, db, s.reserve, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.Equal(t, "failure", res.Outcome())
 		require.Contains(t, res.Reason(), "out of stock (injected)")
@@ -80,6 +81,6 @@ func TestInventoryFaults(t *testing.T) {
 		require.ErrorIs(t, err, order.ErrUnavailable, name)
 	}
 	slow := newService(Options{Faults: order.Faults{Latency: time.Hour}})
-	_, err := slow.reserve(cancelled(), nil, participant.Command{})
+	_, err := slow.reserve(ordertest.Cancelled(), nil, participant.Command{})
 	require.ErrorIs(t, err, context.Canceled)
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/participant"
 )
@@ -20,32 +21,32 @@ func TestOrders(t *testing.T) {
 		require.NoError(t, Migrate(t.Context(), db), "migrating twice is a no-op")
 		s := newService(Options{})
 
-		res, err := handle(t, db, s.create, "saga-1", testOrder)
+		res, err := ordertest.Handle(t, db, s.create, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.Equal(t, "success", res.Outcome())
 		require.JSONEq(t, `{"order_id":"o-1","status":"created"}`, string(res.Output()))
-		require.Equal(t, 1, count(t, db, `SELECT COUNT(*) FROM orders WHERE order_id = 'o-1' AND status = 'created' AND amount_cents = 490`))
+		require.Equal(t, 1, ordertest.Count(t, db, `SELECT COUNT(*) FROM orders WHERE order_id = 'o-1' AND status = 'created' AND amount_cents = 490`))
 
-		res, err = handle(t, db, s.create, "saga-2", testOrder)
+		res, err = ordertest.Handle(t, db, s.create, "saga-2", ordertest.Order)
 		require.NoError(t, err)
 		require.Equal(t, "failure", res.Outcome())
 		require.Contains(t, res.Reason(), "already exists")
 
-		bad := testOrder
+		bad := ordertest.Order
 		bad.OrderID, bad.Items = "o-2", nil
-		res, err = handle(t, db, s.create, "saga-3", bad)
+		res, err = ordertest.Handle(t, db, s.create, "saga-3", bad)
 		require.NoError(t, err)
 		require.Equal(t, "failure", res.Outcome())
 		require.Contains(t, res.Reason(), "items is empty")
 
 		// Another saga cannot cancel the order; its own can, once.
-		res, err = handle(t, db, s.cancel, "saga-2", testOrder)
+		res, err = ordertest.Handle(t, db, s.cancel, "saga-2", ordertest.Order)
 		require.NoError(t, err)
 		require.JSONEq(t, `{"order_id":"o-1","cancelled":false}`, string(res.Output()))
-		res, err = handle(t, db, s.cancel, "saga-1", testOrder)
+		res, err = ordertest.Handle(t, db, s.cancel, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.JSONEq(t, `{"order_id":"o-1","cancelled":true}`, string(res.Output()))
-		require.Equal(t, 1, count(t, db, `SELECT COUNT(*) FROM orders WHERE order_id = 'o-1' AND status = 'cancelled'`))
+		require.Equal(t, 1, ordertest.Count(t, db, `SELECT COUNT(*) FROM orders WHERE order_id = 'o-1' AND status = 'cancelled'`))
 	})
 }
 
@@ -57,6 +58,6 @@ func TestOrdersFaults(t *testing.T) {
 		require.ErrorIs(t, err, order.ErrUnavailable, name)
 	}
 	slow := newService(Options{Faults: order.Faults{Latency: time.Hour}})
-	_, err := slow.create(cancelled(), nil, participant.Command{})
+	_, err := slow.create(ordertest.Cancelled(), nil, participant.Command{})
 	require.ErrorIs(t, err, context.Canceled, "the handler waits out its latency until its context ends")
 }

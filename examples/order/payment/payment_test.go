@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/participant"
 )
@@ -20,24 +21,24 @@ func TestPayment(t *testing.T) {
 		s := newService(Options{})
 
 		// A refund without a charge refunds nothing.
-		res, err := handle(t, db, s.refund, "saga-1", testOrder)
+		res, err := ordertest.Handle(t, db, s.refund, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.JSONEq(t, `{"refund_ids":[]}`, string(res.Output()))
 
-		res, err = handle(t, db, s.charge, "saga-1", testOrder)
+		res, err = ordertest.Handle(t, db, s.charge, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.Equal(t, "success", res.Outcome())
 		require.Contains(t, string(res.Output()), `"amount_cents":490`)
-		require.Equal(t, 1, count(t, db, `SELECT COUNT(*) FROM payment_ledger WHERE order_id = 'o-1' AND kind = 'charge' AND amount_cents = 490`))
+		require.Equal(t, 1, ordertest.Count(t, db, `SELECT COUNT(*) FROM payment_ledger WHERE order_id = 'o-1' AND kind = 'charge' AND amount_cents = 490`))
 
-		res, err = handle(t, db, s.refund, "saga-1", testOrder)
+		res, err = ordertest.Handle(t, db, s.refund, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.Equal(t, "success", res.Outcome())
-		require.Equal(t, 1, count(t, db, `SELECT COUNT(*) FROM payment_ledger r JOIN payment_ledger c ON r.charge_id = c.id
+		require.Equal(t, 1, ordertest.Count(t, db, `SELECT COUNT(*) FROM payment_ledger r JOIN payment_ledger c ON r.charge_id = c.id
 			WHERE r.kind = 'refund' AND c.kind = 'charge' AND r.amount_cents = c.amount_cents AND r.order_id = 'o-1'`))
-		_, err = handle(t, db, s.refund, "saga-1", testOrder)
+		_, err = ordertest.Handle(t, db, s.refund, "saga-1", ordertest.Order)
 		require.NoError(t, err)
-		require.Equal(t, 1, count(t, db, `SELECT COUNT(*) FROM payment_ledger WHERE kind = 'refund'`), "a charge is refunded once")
+		require.Equal(t, 1, ordertest.Count(t, db, `SELECT COUNT(*) FROM payment_ledger WHERE kind = 'refund'`), "a charge is refunded once")
 	})
 }
 
@@ -46,11 +47,11 @@ func TestPaymentFaults(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 		require.NoError(t, Migrate(t.Context(), db))
 		s := newService(Options{DeclineRate: 1})
-		res, err := handle(t, db, s.charge, "saga-1", testOrder)
+		res, err := ordertest.Handle(t, db, s.charge, "saga-1", ordertest.Order)
 		require.NoError(t, err)
 		require.Equal(t, "failure", res.Outcome())
 		require.Equal(t, "card declined (injected)", res.Reason())
-		require.Equal(t, 0, count(t, db, `SELECT COUNT(*) FROM payment_ledger`))
+		require.Equal(t, 0, ordertest.Count(t, db, `SELECT COUNT(*) FROM payment_ledger`))
 	})
 	down := newService(Options{Faults: order.Faults{UnavailableRate: 1}})
 	for name, h := range map[string]participant.Handler{"charge": down.charge, "refund": down.refund} {
@@ -58,6 +59,6 @@ func TestPaymentFaults(t *testing.T) {
 		require.ErrorIs(t, err, order.ErrUnavailable, name)
 	}
 	slow := newService(Options{Faults: order.Faults{Latency: time.Hour}})
-	_, err := slow.charge(cancelled(), nil, participant.Command{})
+	_, err := slow.charge(ordertest.Cancelled(), nil, participant.Command{})
 	require.ErrorIs(t, err, context.Canceled)
 }

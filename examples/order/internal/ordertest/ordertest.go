@@ -1,4 +1,6 @@
-package orders
+// Package ordertest holds what the tests of the order example's four services share: running a
+// handler in a transaction the way the participant does, counting rows, a sample order.
+package ordertest
 
 import (
 	"context"
@@ -16,9 +18,9 @@ import (
 
 var errNotSuccess = errors.New("not a success: roll back")
 
-// handle runs h on a command of saga for in, in a transaction of db that commits only on success,
+// Handle runs h on a command of saga for in, in a transaction of db that commits only on success,
 // as the participant does (it rolls a failure's writes back).
-func handle(t *testing.T, db *sqlx.DB, h participant.Handler, saga string, in order.Input) (participant.Result, error) {
+func Handle(t *testing.T, db *sqlx.DB, h participant.Handler, saga string, in order.Input) (participant.Result, error) {
 	t.Helper()
 	data, err := json.Marshal(map[string]any{"input": in, "steps": map[string]any{}})
 	require.NoError(t, err)
@@ -41,17 +43,19 @@ func handle(t *testing.T, db *sqlx.DB, h participant.Handler, saga string, in or
 	return res, nil
 }
 
-func count(t *testing.T, db *sqlx.DB, q string, args ...any) int {
+// Count runs a count query (with ? placeholders) on db.
+func Count(t *testing.T, db *sqlx.DB, q string, args ...any) int {
 	t.Helper()
 	var n int
 	require.NoError(t, db.GetContext(t.Context(), &n, db.Rebind(q), args...))
 	return n
 }
 
-var testOrder = order.Input{OrderID: "o-1", Customer: "c-1", Items: []order.Item{{SKU: "sku-apple", Qty: 2}, {SKU: "sku-fig", Qty: 1}}, AmountCents: 490}
+// Order is a sample order of two lines.
+var Order = order.Input{OrderID: "o-1", Customer: "c-1", Items: []order.Item{{SKU: "sku-apple", Qty: 2}, {SKU: "sku-fig", Qty: 1}}, AmountCents: 490}
 
-// cancelled returns a context that is already done, to show that injected latency waits on it.
-func cancelled() context.Context {
+// Cancelled returns a context that is already done, to show that injected latency waits on it.
+func Cancelled() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
