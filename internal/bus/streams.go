@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -106,9 +107,23 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 		if err != nil {
 			return fmt.Errorf("ensure streams: %w", err)
 		}
+		// Every replica and service calls this at start: leave a stream that already has the wanted
+		// settings alone instead of sending an update (an update also races, inside nats-server
+		// v2.15, with consumers being created at the same moment).
+		if st, err := js.Stream(ctx, s.name); err == nil && sameSettings(st.CachedInfo().Config, sc) {
+			continue
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("ensure stream %s (%s): %w", s.name, s.subject, err)
 		}
 	}
 	return nil
+}
+
+// sameSettings reports whether a stream's current configuration has every setting EnsureStreams
+// applies.
+func sameSettings(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Storage == want.Storage &&
+		have.Retention == want.Retention && have.Replicas == want.Replicas &&
+		have.Duplicates == want.Duplicates && have.MaxAge == want.MaxAge
 }
