@@ -8,6 +8,9 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/definitions"
 	"github.com/sagaflow/sagaflow/outbox"
@@ -55,6 +58,12 @@ type Config struct {
 	// OnCommit, when set, is called after every committed transaction of the engine that wrote
 	// outbox rows: dev mode passes the relay's Wake.
 	OnCommit func()
+	// TracerProvider records each saga's trace (see TraceIDGenerator); nil means the global
+	// provider (otel.GetTracerProvider).
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the engine's metrics (sagaflow.sagas.*, sagaflow.step.*); nil means
+	// the global provider (otel.GetMeterProvider).
+	MeterProvider metric.MeterProvider
 	// ShutdownTimeout bounds how long Run waits for in-flight replies after ctx is done. Default 30s.
 	ShutdownTimeout time.Duration
 }
@@ -83,6 +92,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TimerBatch == 0 {
 		c.TimerBatch = 128
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = otel.GetMeterProvider()
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second

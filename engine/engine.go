@@ -14,6 +14,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/internal/migrate"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/saga"
 )
@@ -44,6 +45,7 @@ type Engine struct {
 	inbox   *outbox.Inbox
 	timers  *timers
 	waiters waiters
+	ins     *instruments
 }
 
 // New returns an Engine for cfg. It reports every problem of cfg at once.
@@ -53,7 +55,12 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	dialect := sqldb.DialectOf(cfg.DB)
+	ins, err := newInstruments(cfg.TracerProvider, cfg.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
+		ins:    ins,
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "engine"),
 		store:  newStore(dialect),
@@ -83,7 +90,7 @@ func (e *Engine) Start(ctx context.Context, definition, businessKey string, inpu
 		return "", err
 	}
 	if t != nil {
-		t.committed()
+		t.committed(ctx)
 	}
 	return id, nil
 }
@@ -92,7 +99,12 @@ func (e *Engine) Start(ctx context.Context, definition, businessKey string, inpu
 // and only if the caller commits. After the commit, the relay publishes the command on its next
 // poll (or NOTIFY); call the relay's Wake to hurry it.
 func (e *Engine) StartTx(ctx context.Context, sqlTx *sqlx.Tx, definition, businessKey string, input json.RawMessage, opts StartOptions) (string, error) {
-	id, _, err := e.start(ctx, sqlTx, definition, businessKey, input, opts)
+	id, t, err := e.start(ctx, sqlTx, definition, businessKey, input, opts)
+	if err == nil && t != nil {
+		// The caller's commit cannot be observed: the start is counted and logged now, even if the
+		// caller rolls back.
+		t.report(ctx)
+	}
 	return id, err
 }
 
@@ -117,7 +129,8 @@ func (e *Engine) start(ctx context.Context, sqlTx *sqlx.Tx, definition, business
 		return "", nil, fmt.Errorf("start %s: new id: %w", definition, err)
 	}
 	t := e.newTx(sqlTx)
-	r := &row{traceID: newTraceID(), idemKey: opts.IdempotencyKey, rowVersion: 1, isNew: true}
+	r := &row{traceID: telemetry.NewTraceID().String(), idemKey: opts.IdempotencyKey, rowVersion: 1, isNew: true}
+	e.sampleRoot(ctx, r, uid.String(), def)
 	ev := saga.Event{Kind: saga.EventStart, Time: t.now, Rand: e.rand(), ID: uid.String(), BusinessKey: businessKey, Input: input}
 	rejected, err := t.apply(def, r, ev, eventMeta{actor: opts.Actor})
 	if err != nil {
@@ -326,6 +339,6 @@ func (e *Engine) operate(ctx context.Context, id string, kind saga.EventKind, ac
 	if err != nil {
 		return err
 	}
-	t.committed()
+	t.committed(ctx)
 	return nil
 }

@@ -9,10 +9,12 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/protocol"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/saga"
 )
 
@@ -20,7 +22,9 @@ import (
 // error to nack (or, wrapping bus.ErrPermanent, to dead-letter).
 type replyJob struct {
 	reply protocol.Reply
-	done  chan error
+	// span is the span context the reply carried (its participant's span), linked from the step's.
+	span trace.SpanContext
+	done chan error
 }
 
 // batcher applies replies in batches: the handler goroutines the router runs for each message
@@ -44,7 +48,7 @@ func (b *batcher) handleReply(msg *message.Message) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
 	}
-	job := &replyJob{reply: r, done: make(chan error, 1)}
+	job := &replyJob{reply: r, span: telemetry.SpanContextOf(msg.Metadata), done: make(chan error, 1)}
 	select {
 	case b.jobs <- job:
 		return <-job.done
@@ -134,7 +138,7 @@ func (e *Engine) applyRepliesTx(ctx context.Context, jobs []*replyJob) ([]error,
 			return err
 		}
 		for _, i := range order {
-			verdicts[i], err = e.applyReply(ctx, t, rows, &jobs[i].reply)
+			verdicts[i], err = e.applyReply(ctx, t, rows, jobs[i])
 			if err != nil {
 				return err
 			}
@@ -144,13 +148,14 @@ func (e *Engine) applyRepliesTx(ctx context.Context, jobs []*replyJob) ([]error,
 	if err != nil {
 		return nil, fmt.Errorf("apply %d replies: %w", len(jobs), err)
 	}
-	t.committed()
+	t.committed(ctx)
 	return verdicts, nil
 }
 
 // applyReply applies one reply inside t. The first result is the reply's verdict, the second a
 // failure of the transaction.
-func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, rp *protocol.Reply) (error, error) {
+func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, job *replyJob) (error, error) {
+	rp := &job.reply
 	r, ok := rows[rp.SagaID]
 	if !ok {
 		return fmt.Errorf("%w: reply %s for unknown saga %s", bus.ErrPermanent, rp.MessageID, rp.SagaID), nil
@@ -170,7 +175,7 @@ func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, rp
 		Output:       rp.Output,
 		Reason:       rp.Reason,
 	}
-	meta := eventMeta{messageID: rp.MessageID, service: rp.Service}
+	meta := eventMeta{messageID: rp.MessageID, service: rp.Service, replySpan: job.span}
 	first, err := e.inbox.Record(ctx, t.sql, rp.MessageID)
 	if err != nil {
 		return nil, fmt.Errorf("record reply %s in the inbox: %w", rp.MessageID, err)

@@ -36,12 +36,17 @@ func (e *Engine) Run(ctx context.Context) error {
 		return fmt.Errorf("engine run: dead-letter publisher: %w", err)
 	}
 	defer dlq.Close()
+	reg, err := e.observeInFlight(e.cfg.MeterProvider)
+	if err != nil {
+		return fmt.Errorf("engine run: in-flight gauge: %w", err)
+	}
+	defer func() { _ = reg.Unregister() }()
 
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: e.cfg.ShutdownTimeout}, watermill.NewSlogLogger(e.log.With("component", "engine.router")))
 	if err != nil {
 		return fmt.Errorf("engine run: router: %w", err)
 	}
-	router.AddMiddleware(bus.DeadLetter(dlq, e.cfg.MaxDeliver))
+	router.AddMiddleware(bus.DeadLetter(dlq, e.cfg.MaxDeliver, bus.DeadLetterCounter(e.cfg.MeterProvider, e.log, e.cfg.ReplyConsumer)))
 
 	replies, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
 		Stream:         bus.StreamReplies,

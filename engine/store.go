@@ -44,6 +44,7 @@ const timerChannel = "sagaflow_timers"
 type row struct {
 	inst       saga.Instance
 	traceID    string
+	traceFlags byte
 	idemKey    string
 	rowVersion int64
 	historySeq int64
@@ -55,13 +56,14 @@ type record struct {
 	ID         string         `db:"id"`
 	State      []byte         `db:"state"`
 	TraceID    string         `db:"trace_id"`
+	TraceFlags int            `db:"trace_flags"`
 	IdemKey    sql.NullString `db:"idempotency_key"`
 	RowVersion int64          `db:"row_version"`
 	HistorySeq int64          `db:"history_seq"`
 }
 
 func (r *record) row() (*row, error) {
-	out := &row{traceID: r.TraceID, idemKey: r.IdemKey.String, rowVersion: r.RowVersion, historySeq: r.HistorySeq}
+	out := &row{traceID: r.TraceID, traceFlags: byte(r.TraceFlags), idemKey: r.IdemKey.String, rowVersion: r.RowVersion, historySeq: r.HistorySeq}
 	if err := json.Unmarshal(r.State, &out.inst); err != nil {
 		return nil, fmt.Errorf("decode state of saga %s: %w", r.ID, err)
 	}
@@ -72,7 +74,7 @@ func (r *row) public() Instance {
 	return Instance{Instance: r.inst, TraceID: r.traceID, IdempotencyKey: r.idemKey, RowVersion: r.rowVersion}
 }
 
-const recordColumns = `id, state, trace_id, idempotency_key, row_version, history_seq`
+const recordColumns = `id, state, trace_id, trace_flags, idempotency_key, row_version, history_seq`
 
 // lock loads and locks the instances with the given ids, in id order (so that two transactions
 // locking overlapping sets cannot deadlock). Missing ids are absent from the map.
@@ -121,6 +123,24 @@ func (s *store) nextDeadline(ctx context.Context, db *sqlx.DB) (time.Time, error
 	return next, nil
 }
 
+// statusCount is the number of instances of a definition in a status.
+type statusCount struct {
+	Definition string `db:"definition"`
+	Status     string `db:"status"`
+	N          int64  `db:"n"`
+}
+
+// countUnfinished counts the running, compensating and failed instances per definition and status.
+func (s *store) countUnfinished(ctx context.Context, db sqlx.QueryerContext) ([]statusCount, error) {
+	var out []statusCount
+	err := sqlx.SelectContext(ctx, db, &out, `SELECT definition, status, COUNT(*) AS n FROM sagaflow_instances
+		WHERE status IN ('running', 'compensating', 'failed') GROUP BY definition, status`)
+	if err != nil {
+		return nil, fmt.Errorf("count unfinished sagas: %w", err)
+	}
+	return out, nil
+}
+
 // findByIdempotencyKey returns the id of the instance of definition started with key, or "".
 func (s *store) findByIdempotencyKey(ctx context.Context, q sqlx.QueryerContext, definition, key string) (string, error) {
 	var id string
@@ -152,13 +172,13 @@ func (s *store) insert(ctx context.Context, tx sqlx.ExtContext, r *row) (bool, e
 	if r.idemKey != "" {
 		idem = r.idemKey
 	}
-	q := `INSERT INTO sagaflow_instances (id, definition, version, business_key, status, state, trace_id, deadline,
+	q := `INSERT INTO sagaflow_instances (id, definition, version, business_key, status, state, trace_id, trace_flags, deadline,
 		idempotency_key, row_version, history_seq, created_at, updated_at, finished_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (definition, idempotency_key) DO NOTHING`
 	in := &r.inst
 	res, err := tx.ExecContext(ctx, sqlx.Rebind(bindOf(s.dialect), q), in.ID, in.Definition, in.Version, in.BusinessKey,
-		string(in.Status), string(state), r.traceID, nullTime(in.Deadline), idem, r.rowVersion, r.historySeq,
+		string(in.Status), string(state), r.traceID, int(r.traceFlags), nullTime(in.Deadline), idem, r.rowVersion, r.historySeq,
 		in.CreatedAt.UTC(), in.UpdatedAt.UTC(), nullTime(in.FinishedAt))
 	if err != nil {
 		return false, fmt.Errorf("insert saga %s: %w", in.ID, err)

@@ -170,6 +170,6 @@ func (e *Engine) fireBatch(ctx context.Context) (claimed, stuck int, err error) 
 	if err != nil {
 		return claimed, stuck, fmt.Errorf("fire deadlines: %w", err)
 	}
-	t.committed()
+	t.committed(ctx)
 	return claimed, stuck, nil
 }

@@ -2,8 +2,6 @@ package engine
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/protocol"
@@ -34,6 +33,8 @@ type tx struct {
 	nearest time.Time
 	// finished lists the sagas this tx finishes, to wake their waiters.
 	finished []string
+	// obs is what to report (spans, metrics, logs) once the tx commits.
+	obs []observation
 }
 
 func (e *Engine) newTx(sqlTx *sqlx.Tx) *tx {
@@ -47,6 +48,8 @@ type eventMeta struct {
 	service   string
 	// unrecorded leaves a rejected event out of the history.
 	unrecorded bool
+	// replySpan is the span context a reply carried, linked from the attempt's span.
+	replySpan trace.SpanContext
 }
 
 // apply applies ev to r (of definition def) and records it. An event that does not apply is
@@ -64,7 +67,9 @@ func (t *tx) apply(def *saga.Definition, r *row, ev saga.Event, meta eventMeta) 
 	if err != nil {
 		return nil, fmt.Errorf("apply %s to saga %s: %w", ev.Kind, r.inst.ID, err)
 	}
+	prev := r.inst
 	r.inst = next // before recording: a start's entry needs the new id
+	t.observe(def, r, prev, ev, meta)
 	if h := eventEntry(ev, meta); h.Kind != "" {
 		t.record(r, h)
 	}
@@ -147,10 +152,11 @@ func (t *tx) send(def *saga.Definition, r *row, a saga.Action, payload []byte) {
 	}
 	msg := cmd.Message()
 	msg.Metadata.Set(bus.SubjectKey, cmd.Subject())
-	if r.traceID != "" {
-		msg.Metadata.Set(protocol.HeaderTraceparent, traceparent(r.traceID))
+	if tp := r.commandTraceparent(a.Step, string(action), a.Attempt); tp != "" {
+		msg.Metadata.Set(protocol.HeaderTraceparent, tp)
 	}
 	t.msgs = append(t.msgs, msg)
+	t.observeSend(def, r, a)
 	t.record(r, HistoryEntry{Kind: HistoryCommand, Step: a.Step, Attempt: a.Attempt, Action: string(action),
 		Detail: detail("service", a.Service, "command", a.Command, "message_id", cmd.MessageID,
 			"deadline", in.Deadline.UTC().Format(time.RFC3339Nano))})
@@ -192,8 +198,10 @@ func (t *tx) writeOutbox(ctx context.Context) error {
 	return nil
 }
 
-// committed runs after a successful commit: it nudges the relay and the timers.
-func (t *tx) committed() {
+// committed runs after a successful commit: it nudges the relay and the timers, and reports the
+// transaction's spans, metrics and logs.
+func (t *tx) committed(ctx context.Context) {
+	t.report(ctx)
 	if len(t.msgs) > 0 && t.e.cfg.OnCommit != nil {
 		t.e.cfg.OnCommit()
 	}
@@ -261,24 +269,4 @@ var commandNamespace = uuid.MustParse("6b1d5c2e-8f0a-4f57-9a51-3c0e2d7b9e41")
 // expects.
 func commandID(sagaID, step, action string, attempt int) string {
 	return uuid.NewSHA1(commandNamespace, []byte(sagaID+"\x00"+step+"\x00"+action+"\x00"+strconv.Itoa(attempt))).String()
-}
-
-// newTraceID returns a random W3C trace id: 32 lowercase hex digits, not all zero.
-func newTraceID() string {
-	var b [16]byte
-	for {
-		_, _ = rand.Read(b[:])
-		if b != [16]byte{} {
-			return hex.EncodeToString(b[:])
-		}
-	}
-}
-
-// traceparent returns a W3C traceparent header for traceID with a fresh span id, sampled.
-func traceparent(traceID string) string {
-	var b [8]byte
-	for b == [8]byte{} {
-		_, _ = rand.Read(b[:])
-	}
-	return "00-" + traceID + "-" + hex.EncodeToString(b[:]) + "-01"
 }

@@ -13,6 +13,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
@@ -48,6 +51,17 @@ type RelayConfig struct {
 	// Logger receives lifecycle (Info), retried failures (Warn) and quarantines (Error); nil
 	// discards.
 	Logger *slog.Logger
+	// Name names this outbox in metrics (the "outbox" attribute) and logs, for processes that relay
+	// several databases; default "outbox".
+	Name string
+	// TracerProvider records one producer span per published batch, linked (not parented) to each
+	// message's trace, so a saga's trace does not fill up with relay spans. Default: the global
+	// provider (otel.GetTracerProvider).
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the relay's metrics: sagaflow.relay.published and .quarantined,
+	// sagaflow.outbox.backlog, .oldest_unpublished_age and .quarantined (read from the database at
+	// each collection while Run runs). Default: the global provider (otel.GetMeterProvider).
+	MeterProvider metric.MeterProvider
 }
 
 func (c RelayConfig) withDefaults(d sqldb.Dialect) RelayConfig {
@@ -78,7 +92,16 @@ func (c RelayConfig) withDefaults(d sqldb.Dialect) RelayConfig {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	c.Logger = c.Logger.With("component", "relay")
+	if c.Name == "" {
+		c.Name = "outbox"
+	}
+	c.Logger = c.Logger.With("component", "relay", "outbox", c.Name)
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = otel.GetMeterProvider()
+	}
 	return c
 }
 
@@ -93,6 +116,7 @@ type Relay struct {
 
 	published   atomic.Int64
 	quarantined atomic.Int64
+	tel         relayTelemetry
 }
 
 // NewRelay returns a relay reading db's outbox and publishing through pub, which must honour
@@ -101,6 +125,7 @@ type Relay struct {
 func NewRelay(db *sqlx.DB, pub message.Publisher, cfg RelayConfig) *Relay {
 	d := sqldb.DialectOf(db)
 	r := &Relay{db: db, pub: pub, cfg: cfg.withDefaults(d), store: storage{dialect: d}}
+	r.tel = newRelayTelemetry(r.cfg)
 	for range r.cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
 	}
@@ -154,6 +179,11 @@ func (r *Relay) Stats(ctx context.Context) (Stats, error) {
 func (r *Relay) Run(ctx context.Context) error {
 	r.cfg.Logger.InfoContext(ctx, "relay started", "batch_size", r.cfg.BatchSize, "poll_interval", r.cfg.PollInterval)
 	defer r.cfg.Logger.InfoContext(ctx, "relay stopped")
+	reg, err := r.observeBacklog()
+	if err != nil {
+		return fmt.Errorf("relay metrics: %w", err)
+	}
+	defer func() { _ = reg.Unregister() }()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
@@ -247,13 +277,13 @@ func (r *Relay) cycle(ctx context.Context) (int, error) {
 				return err
 			}
 			n = len(rows)
-			res = r.publish(rows)
+			res = r.publish(ctx, rows)
 			return r.record(dctx, tx, rows, res)
 		})
 		if err != nil {
 			return n, err
 		}
-		r.published.Add(int64(res.published))
+		r.countPublished(ctx, res)
 		return n, res.transient
 	}
 	// SQLite: no row locks and one writer; claim with a plain read and record the outcome in a
@@ -262,11 +292,11 @@ func (r *Relay) cycle(ctx context.Context) (int, error) {
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	res = r.publish(rows)
+	res = r.publish(ctx, rows)
 	if err := sqldb.InTx(dctx, r.db, func(tx *sqlx.Tx) error { return r.record(dctx, tx, rows, res) }); err != nil {
 		return len(rows), err
 	}
-	r.published.Add(int64(res.published))
+	r.countPublished(ctx, res)
 	return len(rows), res.transient
 }
 
@@ -277,8 +307,8 @@ type outcome struct {
 	transient error // the first failure not caused by the message itself, if any
 }
 
-// publish sends rows as one batch.
-func (r *Relay) publish(rows []outboxRow) outcome {
+// publish sends rows as one batch, under a span linked to each message's trace.
+func (r *Relay) publish(ctx context.Context, rows []outboxRow) (res outcome) {
 	msgs := make([]*message.Message, len(rows))
 	for i, row := range rows {
 		m := message.NewMessage(row.MessageID, row.Payload)
@@ -293,7 +323,9 @@ func (r *Relay) publish(rows []outboxRow) outcome {
 		m.Metadata.Set(bus.SubjectKey, row.Subject)
 		msgs[i] = m
 	}
-	res := outcome{failed: map[int]error{}}
+	span := r.startPublishSpan(ctx, msgs)
+	defer func() { endPublishSpan(span, res) }()
+	res = outcome{failed: map[int]error{}}
 	if err := r.pub.Publish(rows[0].Subject, msgs...); err != nil {
 		var pe *bus.PublishError
 		if !errors.As(err, &pe) {
@@ -334,6 +366,7 @@ func (r *Relay) record(ctx context.Context, tx *sqlx.Tx, rows []outboxRow, res o
 			}
 			if quarantined {
 				r.quarantined.Add(1)
+				r.tel.quarantined.Add(ctx, 1, r.tel.attrs)
 				r.cfg.Logger.ErrorContext(ctx, "outbox message quarantined", "message_id", row.MessageID, "subject", row.Subject, "attempt", row.Attempts+1, "err", err)
 			} else {
 				r.cfg.Logger.WarnContext(ctx, "outbox message refused; will retry", "message_id", row.MessageID, "subject", row.Subject, "attempt", row.Attempts+1, "err", err)

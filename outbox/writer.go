@@ -15,6 +15,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 )
 
 // Tx is what Write and Record need of the caller's transaction; *sql.Tx and *sqlx.Tx both have it.
@@ -67,7 +68,9 @@ const rowsPerInsert = 500
 // Write adds msgs to the outbox inside tx; they are published after tx commits, and never if it
 // rolls back. Each message goes to subject, or to its bus.SubjectKey metadata when set. A message
 // with an empty UUID gets a UUIDv7 (set on msg, so the caller can read it); the UUID becomes
-// Nats-Msg-Id. Metadata become headers, except "_sagaflow_" keys.
+// Nats-Msg-Id. Metadata become headers, except "_sagaflow_" keys. A message without a traceparent
+// gets ctx's trace context (W3C traceparent, tracestate, baggage), so its consumer's span joins the
+// trace of whatever wrote it.
 //
 // Every message is checked before anything is written: a nil message, an invalid subject or a
 // message over MaxPayload (*TooLargeError) fails the call with an error matching
@@ -83,6 +86,9 @@ func (w *Writer) Write(ctx context.Context, tx Tx, subject string, msgs ...*mess
 	}
 	rows := make([]row, len(msgs))
 	for i, m := range msgs {
+		if m != nil {
+			telemetry.Inject(ctx, m.Metadata)
+		}
 		r, err := w.row(subject, m)
 		if err != nil {
 			return err

@@ -10,9 +10,11 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/internal/protocol"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 )
 
 // job is one received command waiting for its transaction.
@@ -20,7 +22,19 @@ type job struct {
 	cmd     protocol.Command
 	headers map[string]string
 	handler Handler
+	// span is the command's consumer span: the handler runs under it and the reply carries it.
+	span trace.Span
+	// outcome is the reply's outcome, set before done is sent.
+	outcome protocol.Outcome
 	done    chan error // buffered: the batcher never blocks on it
+}
+
+// context returns ctx carrying j's span, for the handler and the reply.
+func (j *job) context(ctx context.Context) context.Context {
+	if j.span == nil {
+		return ctx
+	}
+	return trace.ContextWithSpan(ctx, j.span)
 }
 
 // batcher is the hot path. It takes the commands the router has received and handles up to
@@ -261,7 +275,7 @@ func (p *Participant) run(ctx context.Context, tx *sqlx.Tx, j *job) (res Result,
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT sagaflow_handler"); err != nil {
 		return Result{}, nil, fmt.Errorf("savepoint before handler: %w", err)
 	}
-	res, jobErr = call(ctx, tx, j.handler, newCommand(j.cmd, j.headers))
+	res, jobErr = call(j.context(ctx), tx, j.handler, newCommand(j.cmd, j.headers))
 	if jobErr == nil {
 		jobErr = res.err
 	}
@@ -310,11 +324,8 @@ func (p *Participant) replies(ctx context.Context, tx *sqlx.Tx, batch []*job, an
 			results[i] = err
 			continue
 		}
-		for _, h := range []string{protocol.HeaderTraceparent, protocol.HeaderTracestate} {
-			if v := j.headers[h]; v != "" {
-				msg.Metadata.Set(h, v)
-			}
-		}
+		telemetry.Inject(j.context(ctx), msg.Metadata)
+		j.outcome = res.outcome
 		if _, ok := bySubject[j.cmd.ReplyTo]; !ok {
 			subjects = append(subjects, j.cmd.ReplyTo)
 		}

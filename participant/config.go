@@ -9,6 +9,9 @@ import (
 
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/outbox"
 )
@@ -42,6 +45,13 @@ type Config struct {
 	// ShutdownTimeout bounds how long Run waits for in-flight commands when its context ends.
 	// Default 30s.
 	ShutdownTimeout time.Duration
+	// TracerProvider records a consumer span per command, the child of the orchestrator's step
+	// span (through the command's traceparent); the handler runs under it, so its own spans nest
+	// below, and the reply carries it. Default: the global provider (otel.GetTracerProvider).
+	TracerProvider trace.TracerProvider
+	// MeterProvider receives the participant's metrics (sagaflow.dead_lettered). Default: the
+	// global provider (otel.GetMeterProvider).
+	MeterProvider metric.MeterProvider
 	// OnCommit, when set, is called after a transaction that wrote replies to the outbox has
 	// committed (dev mode passes the relay's Wake, so replies leave at once).
 	OnCommit func()
@@ -64,6 +74,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NakDelay == 0 {
 		c.NakDelay = time.Second
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
+	}
+	if c.MeterProvider == nil {
+		c.MeterProvider = otel.GetMeterProvider()
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second

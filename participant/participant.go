@@ -15,11 +15,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/migrate"
 	"github.com/sagaflow/sagaflow/internal/protocol"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/outbox"
 )
 
@@ -47,6 +50,7 @@ type Participant struct {
 	db     *sqlx.DB
 	outbox *outbox.Writer
 	log    *slog.Logger
+	tracer trace.Tracer
 
 	mu         sync.RWMutex
 	forward    map[string]Handler
@@ -77,6 +81,7 @@ func New(cfg Config) (*Participant, error) {
 		db:         cfg.DB,
 		outbox:     w,
 		log:        cfg.Logger.With("component", "participant", "service", cfg.Service),
+		tracer:     cfg.TracerProvider.Tracer("github.com/sagaflow/sagaflow/participant"),
 		forward:    map[string]Handler{},
 		compensate: map[string]Handler{},
 		jobs:       make(chan *job),
@@ -167,7 +172,7 @@ func (p *Participant) Run(ctx context.Context) error {
 		_ = sub.Close()
 		return fmt.Errorf("participant %s: router: %w", cfg.Service, err)
 	}
-	router.AddMiddleware(bus.DeadLetter(dlq, cfg.MaxDeliver))
+	router.AddMiddleware(bus.DeadLetter(dlq, cfg.MaxDeliver, bus.DeadLetterCounter(cfg.MeterProvider, p.log, Durable(cfg.Service))))
 	router.AddConsumerHandler("participant-"+cfg.Service, filter, sub, p.receive)
 
 	// The batcher outlives the router: handlers still draining at shutdown wait for it.
@@ -196,12 +201,30 @@ func (p *Participant) Run(ctx context.Context) error {
 
 // receive is the router's handler: it parses the command and hands it to the batcher, then waits
 // for its transaction. A returned error nacks the message (or dead-letters it, see Run).
+//
+// Each command is processed under a consumer span, the child of the span its traceparent names
+// (the orchestrator's step span); the handler runs under it and the reply carries it.
 func (p *Participant) receive(msg *message.Message) error {
 	subject := msg.Metadata.Get(bus.SubjectKey)
+	ctx, span := p.tracer.Start(telemetry.Extract(msg.Context(), msg.Metadata), "process "+subject,
+		trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(telemetry.ProcessAttributes(subject, msg.UUID, Durable(p.cfg.Service), len(msg.Payload))...))
+	defer span.End()
+	err := p.receiveIn(ctx, span, subject, msg)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	return err
+}
+
+func (p *Participant) receiveIn(ctx context.Context, span trace.Span, subject string, msg *message.Message) error {
 	c, err := protocol.ParseCommand(subject, msg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
 	}
+	span.SetAttributes(telemetry.SagaIDKey.String(c.SagaID), telemetry.DefinitionKey.String(c.Definition),
+		telemetry.BusinessKeyKey.String(c.BusinessKey), telemetry.StepKey.String(c.Step), telemetry.AttemptKey.Int(c.Attempt),
+		telemetry.ActionKey.String(string(c.Action)), telemetry.ServiceKey.String(c.Service), telemetry.CommandKey.String(c.Name))
 	if c.Service != p.cfg.Service {
 		return fmt.Errorf("%w: command for service %q received by service %q", bus.ErrPermanent, c.Service, p.cfg.Service)
 	}
@@ -215,7 +238,7 @@ func (p *Participant) receive(msg *message.Message) error {
 			headers[k] = v
 		}
 	}
-	j := &job{cmd: c, headers: headers, handler: h, done: make(chan error, 1)}
+	j := &job{cmd: c, headers: headers, handler: h, span: span, done: make(chan error, 1)}
 	select {
 	case p.jobs <- j:
 	case <-p.stop:
@@ -227,8 +250,11 @@ func (p *Participant) receive(msg *message.Message) error {
 		return ErrStopping
 	}
 	if err != nil {
-		p.log.WarnContext(msg.Context(), "command will be redelivered", "saga_id", c.SagaID, "step", c.Step,
-			"action", string(c.Action), "attempt", c.Attempt, "delivery", msg.Metadata.Get(bus.DeliveryKey), "err", err)
+		p.log.WarnContext(ctx, "command will be redelivered", "saga_id", c.SagaID, "definition", c.Definition, "step", c.Step,
+			"trace_id", span.SpanContext().TraceID().String(), "action", string(c.Action), "attempt", c.Attempt,
+			"delivery", msg.Metadata.Get(bus.DeliveryKey), "err", err)
+	} else {
+		span.SetAttributes(telemetry.OutcomeKey.String(string(j.outcome)))
 	}
 	return err
 }

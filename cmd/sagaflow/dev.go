@@ -24,6 +24,7 @@ import (
 	"github.com/sagaflow/sagaflow/internal/orderstack"
 	"github.com/sagaflow/sagaflow/internal/server"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 )
 
 type devFlags struct {
@@ -33,6 +34,7 @@ type devFlags struct {
 	declineRate, shippingRate, stockRate       float64
 	seed                                       int64
 	exitWhenDone                               bool
+	trace                                      traceFlags
 }
 
 func newDevCmd() *cobra.Command {
@@ -71,6 +73,7 @@ DATA/example-order.`,
 			if err := l.UnmarshalText([]byte(f.logLevel)); err != nil {
 				errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel))
 			}
+			errs = append(errs, f.trace.check())
 			if err := errors.Join(errs...); err != nil {
 				return usageError{err}
 			}
@@ -91,6 +94,7 @@ DATA/example-order.`,
 	c.Flags().Int64Var(&f.seed, "seed", 0, "with --example order: seed of the orders and failures (0: random)")
 	c.Flags().BoolVar(&f.exitWhenDone, "exit-when-done", false, "with --example: exit after the driver's report (status 1 if any saga is stuck or any invariant broken)")
 	c.Flags().StringVar(&f.logLevel, "log-level", "warn", "log level: debug, info, warn or error")
+	f.trace.register(c, telemetry.TracesNone, true)
 	bindEnv(c)
 	return c
 }
@@ -102,6 +106,11 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(f.logLevel)) // checked in PreRunE
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	obs, err := newObservability(ctx, orderstack.OrchestratorService, f.trace, stderr, logger)
+	if err != nil {
+		return err
+	}
+	defer obs.shutdown()
 
 	dir := f.data
 	if f.example != "" {
@@ -138,7 +147,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	defer orch.DB.Close()
 
 	if f.example == "" {
-		return runDevServer(ctx, f, orch, nc, ns.ClientURL(), logger, stderr)
+		return runDevServer(ctx, f, orch, nc, ns.ClientURL(), obs, logger, stderr)
 	}
 
 	services := map[string]orderstack.DB{}
@@ -153,17 +162,19 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	faults := order.Faults{Seed: f.seed}
 	stack, err := orderstack.New(ctx, orderstack.Config{
 		NATS: nc, Orchestrator: orch, Services: services, RunOrchestrator: true, HTTPAddr: f.httpAddr,
-		Inventory: inventory.Options{OutOfStockRate: f.stockRate, Faults: faults},
-		Payment:   payment.Options{DeclineRate: f.declineRate, Faults: faults},
-		Shipping:  shipping.Options{FailureRate: f.shippingRate, Faults: faults},
-		Logger:    logger,
+		Inventory:          inventory.Options{OutOfStockRate: f.stockRate, Faults: faults},
+		Payment:            payment.Options{DeclineRate: f.declineRate, Faults: faults},
+		Shipping:           shipping.Options{FailureRate: f.shippingRate, Faults: faults},
+		Logger:             logger,
+		TracerProviderFunc: obs.tracerProvider, MeterProvider: obs.meter.Meter,
+		MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 	})
 	if err != nil {
 		return err
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- stack.Run(ctx) }()
-	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s, data %s\n", ns.ClientURL(), stack.Addr(), dir)
+	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s (metrics at /metrics), data %s\n", ns.ClientURL(), stack.Addr(), dir)
 
 	report, err := driver.Run(ctx, driver.Config{
 		Orders: f.orders, Concurrency: f.concurrency, Starter: stack.Starter(), DBs: stack.DriverDBs(),
@@ -194,7 +205,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 }
 
 // runDevServer runs the orchestrator alone on the dev databases, with the definitions of --definitions.
-func runDevServer(ctx context.Context, f devFlags, orch orderstack.DB, nc *nats.Conn, natsURL string, logger *slog.Logger, stderr io.Writer) error {
+func runDevServer(ctx context.Context, f devFlags, orch orderstack.DB, nc *nats.Conn, natsURL string, obs *observability, logger *slog.Logger, stderr io.Writer) error {
 	reg := definitions.NewRegistry()
 	if f.defsDir != "" {
 		if err := reg.LoadDir(f.defsDir); err != nil {
@@ -206,6 +217,7 @@ func runDevServer(ctx context.Context, f devFlags, orch orderstack.DB, nc *nats.
 	}
 	node, err := server.New(ctx, server.Config{
 		DB: orch.DB, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, Logger: logger,
+		TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter, MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 	})
 	if err != nil {
 		return err

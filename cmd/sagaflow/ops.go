@@ -144,7 +144,7 @@ func newListCmd() *cobra.Command {
 
 func newShowCmd() *cobra.Command {
 	var o opsFlags
-	var key, def string
+	var key, def, traceURL string
 	c := &cobra.Command{
 		Use:   "show [ID]",
 		Short: "Show a saga: status, steps with attempts and errors, compensations, history",
@@ -190,9 +190,10 @@ func newShowCmd() *cobra.Command {
 					History []engine.HistoryEntry `json:"history"`
 				}{inst, hist})
 			}
-			return printInstance(cmd.OutOrStdout(), inst, hist)
+			return printInstance(cmd.OutOrStdout(), inst, hist, traceURL)
 		},
 	}
+	c.Flags().StringVar(&traceURL, "trace-url", "", "link template of a trace in your tracing UI, {trace_id} replaced, e.g. http://jaeger:16686/trace/{trace_id}")
 	c.Flags().StringVar(&key, "key", "", "find the saga by business key")
 	c.Flags().StringVar(&def, "definition", "", "with --key: the definition the saga runs")
 	o.register(c)
@@ -237,7 +238,7 @@ func newRedriveCmd() *cobra.Command {
 		})
 }
 
-func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry) error {
+func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry, traceURL string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Saga:\t%s\n", in.ID)
 	fmt.Fprintf(tw, "Definition:\t%s v%d\n", in.Definition, in.Version)
@@ -251,6 +252,9 @@ func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry)
 	}
 	if in.TraceID != "" {
 		fmt.Fprintf(tw, "Trace:\t%s\n", in.TraceID)
+		if traceURL != "" {
+			fmt.Fprintf(tw, "Trace link:\t%s\n", strings.ReplaceAll(traceURL, "{trace_id}", in.TraceID))
+		}
 	}
 	if in.LastError != "" {
 		fmt.Fprintf(tw, "Last error:\t%s\n", in.LastError)

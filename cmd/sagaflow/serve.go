@@ -17,6 +17,7 @@ import (
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/server"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/outbox"
 )
 
@@ -100,6 +101,7 @@ func newServeCmd() *cobra.Command {
 	var relay, migrate bool
 	var streams bus.StreamsConfig
 	var replyBatch int
+	var tf traceFlags
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the orchestrator (and by default the outbox relay and the HTTP API)",
@@ -117,11 +119,19 @@ environment variable.`,
 			if defsDir == "" {
 				return usageError{fmt.Errorf("--definitions (or $SAGAFLOW_DEFINITIONS) is required")}
 			}
+			if err := tf.check(); err != nil {
+				return usageError{err}
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			logger := f.logger(cmd.ErrOrStderr())
+			obs, err := newObservability(ctx, "sagaflow", tf, cmd.ErrOrStderr(), logger)
+			if err != nil {
+				return err
+			}
+			defer obs.shutdown()
 			reg := definitions.NewRegistry()
 			if err := reg.LoadDir(defsDir); err != nil {
 				return fmt.Errorf("load definitions: %w", err)
@@ -145,6 +155,8 @@ environment variable.`,
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
 				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Streams: streams,
 				Engine: engine.Config{ReplyBatch: replyBatch}, Logger: logger,
+				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
+				MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 			})
 			if err != nil {
 				return err
@@ -161,6 +173,7 @@ environment variable.`,
 	c.Flags().IntVar(&streams.Replicas, "stream-replicas", 1, "replicas of each JetStream stream (3 on a NATS cluster)")
 	c.Flags().DurationVar(&streams.Duplicates, "duplicate-window", 2*time.Minute, "JetStream duplicate window of the streams")
 	c.Flags().IntVar(&replyBatch, "reply-batch", 64, "most replies applied in one transaction")
+	tf.register(c, telemetry.TracesAuto, false)
 	bindEnv(c)
 	return c
 }

@@ -12,15 +12,19 @@ import (
 // or "devel" is reported.
 var version = ""
 
-func versionString() string {
-	v := version
-	if v == "" {
-		v = "devel"
-		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
+// versionNumber is the version alone ("v1.2.3" or "devel"), reported as service.version too.
+func versionNumber() string {
+	if version != "" {
+		return version
 	}
-	return fmt.Sprintf("sagaflow %s %s/%s %s", v, runtime.GOOS, runtime.GOARCH, runtime.Version())
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+func versionString() string {
+	return fmt.Sprintf("sagaflow %s %s/%s %s", versionNumber(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 }
 
 func newVersionCmd() *cobra.Command {

@@ -2,10 +2,16 @@ package bus
 
 import (
 	"errors"
+	"log/slog"
 	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 )
 
 // Headers DeadLetter adds to a dead-lettered message.
@@ -34,7 +40,10 @@ func (e deadLetterError) Unwrap() error { return e.err }
 // It is built on Watermill's PoisonQueueWithFilter (which also adds its reason_poisoned,
 // topic_poisoned, handler_poisoned and subscriber_poisoned headers); what it adds is the decision
 // per delivery count and the per-message dead-letter subject.
-func DeadLetter(pub message.Publisher, maxDeliver int) message.HandlerMiddleware {
+//
+// onDeadLetter, when not nil, is called with each message once it is safely in the dead-letter
+// stream (its headers name the reason), to count and log it.
+func DeadLetter(pub message.Publisher, maxDeliver int, onDeadLetter func(*message.Message)) message.HandlerMiddleware {
 	poison, err := middleware.PoisonQueueWithFilter(pub, DLQPrefix+"unknown", func(err error) bool {
 		var dl deadLetterError
 		return errors.As(err, &dl)
@@ -64,6 +73,33 @@ func DeadLetter(pub message.Publisher, maxDeliver int) message.HandlerMiddleware
 		}
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
-		return poison(mark(h))
+		handle := poison(mark(h))
+		if onDeadLetter == nil {
+			return handle
+		}
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := handle(msg)
+			if err == nil && msg.Metadata.Get(HeaderDLQReason) != "" {
+				onDeadLetter(msg)
+			}
+			return out, err
+		}
+	}
+}
+
+// DeadLetterCounter returns an onDeadLetter function for DeadLetter that counts the messages
+// consumer dead-letters in sagaflow.dead_lettered{consumer} and logs each at warning level with its
+// saga, step and reason.
+func DeadLetterCounter(mp metric.MeterProvider, log *slog.Logger, consumer string) func(*message.Message) {
+	counter, _ := mp.Meter("github.com/sagaflow/sagaflow/internal/bus").Int64Counter("sagaflow.dead_lettered",
+		metric.WithUnit("{message}"), metric.WithDescription("Messages moved to the dead-letter stream (SAGA_DLQ), per consumer."))
+	attrs := metric.WithAttributes(attribute.String("consumer", consumer))
+	return func(msg *message.Message) {
+		counter.Add(msg.Context(), 1, attrs)
+		md := msg.Metadata
+		log.WarnContext(msg.Context(), "message dead-lettered", "consumer", consumer,
+			"saga_id", md.Get(protocol.HeaderSagaID), "definition", md.Get(protocol.HeaderDefinition), "step", md.Get(protocol.HeaderStep),
+			"trace_id", telemetry.SpanContextOf(md).TraceID().String(), "subject", md.Get(HeaderDLQSubject),
+			"deliveries", md.Get(HeaderDLQDeliveries), "reason", md.Get(HeaderDLQReason))
 	}
 }

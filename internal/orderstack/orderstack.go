@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaflow/sagaflow/definitions"
@@ -65,9 +68,20 @@ type Config struct {
 	WrapPublisherFunc func(message.Publisher) message.Publisher
 	// Streams configures the streams.
 	Streams bus.StreamsConfig
+	// TracerProviderFunc returns the tracer provider of a process: OrchestratorService for the
+	// orchestrator node, else a service name (so each reports its own service.name); nil, or a nil
+	// result: the global provider.
+	TracerProviderFunc func(service string) trace.TracerProvider
+	// MeterProvider receives every node's metrics; nil: the global provider.
+	MeterProvider metric.MeterProvider
+	// MetricsHandler, when set, is served at /metrics beside the API.
+	MetricsHandler http.Handler
 	// Logger receives the logs; nil discards them.
 	Logger *slog.Logger
 }
+
+// OrchestratorService is the service name of the orchestrator node (TracerProviderFunc).
+const OrchestratorService = "sagaflow"
 
 // Stack is the order system, ready to Run.
 type Stack struct {
@@ -106,6 +120,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		DB: cfg.Orchestrator.DB, ListenDSN: cfg.Orchestrator.ListenDSN, NATS: cfg.NATS, Definitions: s.registry,
 		Orchestrator: cfg.RunOrchestrator, Relay: cfg.RunOrchestrator, HTTPAddr: cfg.HTTPAddr, Streams: cfg.Streams,
 		Engine: cfg.Engine, WrapPublisherFunc: cfg.WrapPublisherFunc, Logger: cfg.Logger,
+		TracerProvider: s.tracerProvider(OrchestratorService), MeterProvider: cfg.MeterProvider, MetricsHandler: cfg.MetricsHandler,
 	})
 	if err != nil {
 		return nil, err
@@ -131,6 +146,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		pn, err := server.NewParticipant(server.ParticipantConfig{
 			Participant: participant.Config{Service: name}, DB: db.DB, ListenDSN: db.ListenDSN, NATS: cfg.NATS,
 			RegisterFunc: register, WrapPublisherFunc: cfg.WrapPublisherFunc, Logger: cfg.Logger,
+			TracerProvider: s.tracerProvider(name), MeterProvider: cfg.MeterProvider,
 		})
 		if err != nil {
 			return nil, err
@@ -138,6 +154,13 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		s.services = append(s.services, pn)
 	}
 	return s, nil
+}
+
+func (s *Stack) tracerProvider(service string) trace.TracerProvider {
+	if s.cfg.TracerProviderFunc == nil {
+		return nil
+	}
+	return s.cfg.TracerProviderFunc(service)
 }
 
 func (s *Stack) service(name string) (func(*participant.Participant) error, func(context.Context, *sqlx.DB) error) {

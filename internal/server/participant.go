@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
@@ -35,6 +38,10 @@ type ParticipantConfig struct {
 	RelayConfig outbox.RelayConfig
 	// WrapPublisherFunc, when set, wraps the relay's publisher (tests: a lossy or duplicating bus).
 	WrapPublisherFunc func(message.Publisher) message.Publisher
+	// TracerProvider and MeterProvider are the participant's and the relay's unless Participant or
+	// RelayConfig name their own; nil: the global providers.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
 	// Logger receives the logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -59,12 +66,18 @@ func NewParticipant(cfg ParticipantConfig) (*ParticipantNode, error) {
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
 	logger := cfg.Logger.With("service", cfg.Participant.Service)
-	relay, pub, err := newRelay(js, cfg.DB, cfg.ListenDSN, cfg.RelayConfig, cfg.WrapPublisherFunc, logger)
+	rcfg := cfg.RelayConfig
+	rcfg.Name = cmp.Or(rcfg.Name, cfg.Participant.Service)
+	rcfg.TracerProvider = cmp.Or(rcfg.TracerProvider, cfg.TracerProvider)
+	rcfg.MeterProvider = cmp.Or(rcfg.MeterProvider, cfg.MeterProvider)
+	relay, pub, err := newRelay(js, cfg.DB, cfg.ListenDSN, rcfg, cfg.WrapPublisherFunc, logger)
 	if err != nil {
 		return nil, err
 	}
 	pcfg := cfg.Participant
 	pcfg.DB, pcfg.JetStream, pcfg.Logger, pcfg.OnCommit = cfg.DB, js, logger.With("component", "participant"), relay.Wake
+	pcfg.TracerProvider = cmp.Or(pcfg.TracerProvider, cfg.TracerProvider)
+	pcfg.MeterProvider = cmp.Or(pcfg.MeterProvider, cfg.MeterProvider)
 	p, err := participant.New(pcfg)
 	if err != nil {
 		_ = pub.Close()

@@ -5,6 +5,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,8 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sagaflow/sagaflow/definitions"
@@ -54,6 +57,12 @@ type Config struct {
 	// WrapPublisherFunc, when set, wraps the relay's publisher. Tests use it to make a bus that
 	// loses or duplicates messages.
 	WrapPublisherFunc func(message.Publisher) message.Publisher
+	// TracerProvider and MeterProvider are the engine's and the relay's unless Engine or
+	// RelayConfig name their own; nil: the global providers.
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// MetricsHandler, when set, is served at /metrics beside the API (the Prometheus exporter's).
+	MetricsHandler http.Handler
 	// Logger receives every component's logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -96,7 +105,11 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, js: js}
 	if cfg.Relay {
-		n.relay, n.pub, err = newRelay(js, cfg.DB, cfg.ListenDSN, cfg.RelayConfig, cfg.WrapPublisherFunc, cfg.Logger)
+		rcfg := cfg.RelayConfig
+		rcfg.Name = cmp.Or(rcfg.Name, "sagaflow")
+		rcfg.TracerProvider = cmp.Or(rcfg.TracerProvider, cfg.TracerProvider)
+		rcfg.MeterProvider = cmp.Or(rcfg.MeterProvider, cfg.MeterProvider)
+		n.relay, n.pub, err = newRelay(js, cfg.DB, cfg.ListenDSN, rcfg, cfg.WrapPublisherFunc, cfg.Logger)
 		if err != nil {
 			return nil, err
 		}
@@ -104,6 +117,8 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	ecfg := cfg.Engine
 	ecfg.DB, ecfg.JetStream, ecfg.Definitions = cfg.DB, js, cfg.Definitions
 	ecfg.Logger, ecfg.ListenDSN = cfg.Logger.With("component", "engine"), cfg.ListenDSN
+	ecfg.TracerProvider = cmp.Or(ecfg.TracerProvider, cfg.TracerProvider)
+	ecfg.MeterProvider = cmp.Or(ecfg.MeterProvider, cfg.MeterProvider)
 	if n.relay != nil {
 		ecfg.OnCommit = n.relay.Wake
 	}
@@ -162,8 +177,15 @@ func (n *Node) Run(ctx context.Context) error {
 		g.Go(func() error { return wrapErr("engine", n.engine.Run(gctx)) })
 	}
 	if n.ln != nil {
+		var h http.Handler = httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger)
+		if n.cfg.MetricsHandler != nil {
+			mux := http.NewServeMux()
+			mux.Handle("GET /metrics", n.cfg.MetricsHandler)
+			mux.Handle("/", h)
+			h = mux
+		}
 		srv := &http.Server{
-			Handler:           httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger),
+			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		g.Go(func() error {

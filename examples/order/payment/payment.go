@@ -10,6 +10,9 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/internal/migrate"
@@ -74,7 +77,7 @@ func (s *service) charge(ctx context.Context, tx *sqlx.Tx, cmd participant.Comma
 	if err := cmd.Input(&in); err != nil {
 		return participant.Failure(err.Error()), nil
 	}
-	if s.inj.Decide("decline", in.OrderID, s.opts.DeclineRate) {
+	if s.authorize(ctx, in) {
 		return participant.Failure("card declined (injected)"), nil
 	}
 	if in.AmountCents < 0 {
@@ -85,6 +88,21 @@ func (s *service) charge(ctx context.Context, tx *sqlx.Tx, cmd participant.Comma
 		return participant.Result{}, fmt.Errorf("charge order %s: %w", in.OrderID, err)
 	}
 	return participant.Success(map[string]any{"charge_id": id, "amount_cents": in.AmountCents}), nil
+}
+
+// authorize stands for the call to a card gateway, and reports whether the card was declined. It
+// shows how a handler's own work joins the saga's trace: a span started from the handler's context
+// is a child of the participant's span for the command.
+func (s *service) authorize(ctx context.Context, in order.Input) (declined bool) {
+	tracer := trace.SpanFromContext(ctx).TracerProvider().Tracer("github.com/sagaflow/sagaflow/examples/order/payment")
+	_, span := tracer.Start(ctx, "authorize card", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("order.id", in.OrderID), attribute.Int64("payment.amount_cents", in.AmountCents)))
+	defer span.End()
+	declined = s.inj.Decide("decline", in.OrderID, s.opts.DeclineRate)
+	if declined {
+		span.SetStatus(codes.Error, "card declined")
+	}
+	return declined
 }
 
 // unrefunded lists this saga's charges that have no refund yet.

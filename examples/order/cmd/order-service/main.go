@@ -9,8 +9,11 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,12 +26,14 @@ import (
 	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
 type flags struct {
 	service, db, nats, logLevel string
+	metrics, trace              string
 	opts                        services.Options
 	latency                     time.Duration
 	unavailable                 float64
@@ -53,6 +58,9 @@ func parse(args []string) (flags, error) {
 	fs.IntVar(&f.maxDeliver, "max-deliver", 0, "deliveries of a failing command before the dead-letter stream (default 10)")
 	fs.BoolVar(&f.createStreams, "create-streams", true, "create or update Sagaflow's JetStream streams (single replica) at start")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
+	fs.StringVar(&f.metrics, "metrics", "", "address to serve Prometheus metrics at /metrics (\"0.0.0.0:9464\"); empty: none")
+	fs.StringVar(&f.trace, "trace", telemetry.TracesAuto, "where spans go: "+strings.Join(telemetry.TraceModes, "|")+
+		" (auto: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; OTEL_SERVICE_NAME defaults to --service)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
@@ -62,6 +70,9 @@ func parse(args []string) (flags, error) {
 	}
 	if f.db == "" {
 		errs = append(errs, errors.New("--db is required"))
+	}
+	if !slices.Contains(telemetry.TraceModes, f.trace) {
+		errs = append(errs, fmt.Errorf("--trace %q: want one of %s", f.trace, strings.Join(telemetry.TraceModes, ", ")))
 	}
 	for name, r := range map[string]float64{"--payment-decline-rate": f.opts.PaymentDeclineRate, "--shipping-failure-rate": f.opts.ShippingFailureRate,
 		"--out-of-stock-rate": f.opts.OutOfStockRate, "--unavailable-rate": f.unavailable} {
@@ -97,6 +108,27 @@ func run(ctx context.Context, f flags) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", f.service)
 
+	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: f.service, Traces: f.trace})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tel.Shutdown(sctx) // flushes the last spans
+	}()
+	if f.metrics != "" {
+		ln, err := net.Listen("tcp", f.metrics)
+		if err != nil {
+			return fmt.Errorf("--metrics: %w", err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", telemetry.MetricsHandler(tel.Registry))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		defer srv.Close()
+	}
+
 	db, err := sqldb.Open(ctx, f.db)
 	if err != nil {
 		return err
@@ -124,7 +156,7 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	defer pub.Close()
-	relayCfg := outbox.RelayConfig{Logger: log}
+	relayCfg := outbox.RelayConfig{Logger: log, Name: f.service, TracerProvider: tel.Tracer, MeterProvider: tel.Meter}
 	if sqldb.DialectOf(db) == sqldb.Postgres {
 		relayCfg.ListenDSN = f.db
 	}
@@ -132,6 +164,7 @@ func run(ctx context.Context, f flags) error {
 	p, err := participant.New(participant.Config{
 		Service: f.service, DB: db, JetStream: js, Logger: log,
 		Batch: f.batch, MaxDeliver: f.maxDeliver, OnCommit: relay.Wake,
+		TracerProvider: tel.Tracer, MeterProvider: tel.Meter,
 	})
 	if err != nil {
 		return err

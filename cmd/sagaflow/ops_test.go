@@ -1,0 +1,82 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/sagaflow/sagaflow/definitions"
+	"github.com/sagaflow/sagaflow/engine"
+	"github.com/sagaflow/sagaflow/engine/httpapi"
+	"github.com/sagaflow/sagaflow/internal/sqlitetest"
+)
+
+// apiServer serves the HTTP API of an engine on a fresh SQLite database (no bus: the operator
+// commands work through the store alone) and returns its URL and engine.
+func apiServer(t *testing.T) (string, *engine.Engine) {
+	t.Helper()
+	db := sqlitetest.New(t)
+	require.NoError(t, engine.Migrate(t.Context(), db))
+	reg := definitions.NewRegistry()
+	def, err := definitions.New("transfer", 1).
+		Step("debit", "bank", "Debit").Compensation("Credit").
+		Step("notify", "mail", "Send").
+		Build()
+	require.NoError(t, err)
+	require.NoError(t, reg.Register(def))
+	e, err := engine.New(engine.Config{DB: db, Definitions: reg})
+	require.NoError(t, err)
+	srv := httptest.NewServer(httpapi.NewHandler(e, reg, nil))
+	t.Cleanup(srv.Close)
+	return srv.URL, e
+}
+
+// TestOperatorCommands drives start, list, show and cancel through the command line against a
+// real API server, and checks what an operator reads.
+func TestOperatorCommands(t *testing.T) {
+	api, _ := apiServer(t)
+	code, stdout, stderr := runCLI(t, "start", "transfer", "--key", "t-42", "--input", `{"amount":5}`, "--api", api)
+	require.Equal(t, 0, code, stderr)
+	id := strings.TrimSpace(stdout)
+	require.Regexp(t, `^[0-9a-f-]{36}$`, id)
+
+	code, stdout, stderr = runCLI(t, "list", "--definition", "transfer", "--api", api)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, id)
+	require.Contains(t, stdout, "t-42")
+
+	t.Setenv("SAGAFLOW_TRACE_URL", "http://jaeger.example:16686/trace/{trace_id}")
+	code, stdout, stderr = runCLI(t, "show", "--key", "t-42", "--api", api)
+	require.Equal(t, 0, code, stderr)
+	trace := regexp.MustCompile(`(?m)^Trace:\s+([0-9a-f]{32})$`).FindStringSubmatch(stdout)
+	require.NotNil(t, trace, "show prints the trace id:\n%s", stdout)
+	require.Regexp(t, `(?m)^Trace link:\s+http://jaeger\.example:16686/trace/`+trace[1]+`$`, stdout)
+	for _, want := range []string{"Saga:", id, "Definition:", "transfer v1", "Business key:", "t-42", "Status:", "running",
+		"debit", "pending", "started", "command"} {
+		require.Contains(t, stdout, want)
+	}
+
+	code, stdout, stderr = runCLI(t, "show", id, "--api", api, "-o", "json")
+	require.Equal(t, 0, code, stderr)
+	var shown struct {
+		ID      string            `json:"id"`
+		TraceID string            `json:"trace_id"`
+		History []json.RawMessage `json:"history"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &shown))
+	require.Equal(t, id, shown.ID)
+	require.Equal(t, trace[1], shown.TraceID)
+	require.NotEmpty(t, shown.History)
+
+	code, stdout, stderr = runCLI(t, "cancel", id, "--reason", "customer called", "--api", api)
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, id+": compensating\n", stdout)
+
+	code, _, stderr = runCLI(t, "show", "00000000-0000-7000-8000-000000000000", "--api", api)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, stderr, "not found")
+}
