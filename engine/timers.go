@@ -138,7 +138,7 @@ func (e *Engine) fireBatch(ctx context.Context) (claimed, stuck int, err error) 
 			if err != nil {
 				// Look again later (the deadline column only: the instance's own deadline is
 				// unchanged), so that it does not hide the due instances behind it.
-				e.log.ErrorContext(ctx, "deadline of a saga whose definition is not registered", "saga_id", id, "err", err)
+				e.log.ErrorContext(ctx, "deadline of a saga whose definition is not registered", append(instanceLog(r, ""), "err", err)...)
 				postponed = append(postponed, id)
 				continue
 			}
@@ -156,7 +156,7 @@ func (e *Engine) fireBatch(ctx context.Context) (claimed, stuck int, err error) 
 			if rejected != nil {
 				// DeadlineEvent is built from the instance itself, so this is a bug; log it
 				// rather than fill the history with one rejection per poll.
-				e.log.ErrorContext(ctx, "deadline rejected", "saga_id", id, "err", rejected)
+				e.log.ErrorContext(ctx, "deadline rejected", append(instanceLog(r, ""), "err", rejected)...)
 				postponed = append(postponed, id)
 			}
 		}

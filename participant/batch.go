@@ -29,6 +29,14 @@ type job struct {
 	done    chan error // buffered: the batcher never blocks on it
 }
 
+// traceID is the trace id of j's span, for logs.
+func (j *job) traceID() string {
+	if j.span == nil {
+		return ""
+	}
+	return j.span.SpanContext().TraceID().String()
+}
+
 // context returns ctx carrying j's span, for the handler and the reply.
 func (j *job) context(ctx context.Context) context.Context {
 	if j.span == nil {
@@ -185,7 +193,8 @@ func (p *Participant) forwards(ctx context.Context, b barrier, batch []*job, ans
 				continue
 			}
 			answers[i].res, answers[i].err = rec.result()
-			p.log.DebugContext(ctx, "command answered from barrier", "saga_id", k.sagaID, "step", k.step, "attempt", j.cmd.Attempt)
+			p.log.DebugContext(ctx, "command answered from barrier", "saga_id", k.sagaID, "definition", j.cmd.Definition, "step", k.step,
+				"trace_id", j.traceID(), "attempt", j.cmd.Attempt)
 			continue
 		}
 		res, jobErr, err := p.run(ctx, b.tx, j)
