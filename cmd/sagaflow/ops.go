@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -274,6 +275,10 @@ func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry,
 			attempt = fmt.Sprint(h.Attempt)
 		}
 		detail := string(h.Detail)
+		var compact bytes.Buffer
+		if json.Compact(&compact, h.Detail) == nil {
+			detail = compact.String() // the API indents its JSON; a table row is one line
+		}
 		if h.Actor != "" {
 			detail = "by " + h.Actor + " " + detail
 		}

@@ -55,6 +55,9 @@ func TestOperatorCommands(t *testing.T) {
 	trace := regexp.MustCompile(`(?m)^Trace:\s+([0-9a-f]{32})$`).FindStringSubmatch(stdout)
 	require.NotNil(t, trace, "show prints the trace id:\n%s", stdout)
 	require.Regexp(t, `(?m)^Trace link:\s+http://jaeger\.example:16686/trace/`+trace[1]+`$`, stdout)
+	// The history is a table: one line per entry, its detail compacted onto it.
+	require.Regexp(t, `(?m)^1\s+\d\d:\d\d:\d\d\.\d{3}\s+started\s+-\s+-\s+-\s+-\s+by cli:\S+ \{"business_key":"t-42"\}$`, stdout)
+	require.Regexp(t, `(?m)^2\s+\S+\s+command\s+debit\s+1\s+forward\s+-\s+\{"command":"Debit","deadline":"[^"]+","message_id":.*$`, stdout)
 	for _, want := range []string{"Saga:", id, "Definition:", "transfer v1", "Business key:", "t-42", "Status:", "running",
 		"debit", "pending", "started", "command"} {
 		require.Contains(t, stdout, want)
