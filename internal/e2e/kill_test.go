@@ -28,6 +28,8 @@ const (
 	envChild = "SAGAFLOW_E2E_ORCHESTRATOR"
 	envDSN   = "SAGAFLOW_E2E_DSN"
 	envNATS  = "SAGAFLOW_E2E_NATS"
+	// envOTLP makes the child export its spans over OTLP (as the OTEL_* variables say).
+	envOTLP = "SAGAFLOW_E2E_OTLP"
 )
 
 func TestMain(m *testing.M) {
@@ -64,7 +66,13 @@ func runOrchestratorChild() error {
 	if err := reg.Register(def); err != nil {
 		return err
 	}
-	node, err := server.New(ctx, server.Config{DB: db, ListenDSN: os.Getenv(envDSN), NATS: nc, Definitions: reg, Orchestrator: true, Relay: true})
+	tp, flush, err := startOTLPChildProvider(ctx)
+	if err != nil {
+		return err
+	}
+	defer flush()
+	node, err := server.New(ctx, server.Config{DB: db, ListenDSN: os.Getenv(envDSN), NATS: nc, Definitions: reg,
+		Orchestrator: true, Relay: true, TracerProvider: tp})
 	if err != nil {
 		return err
 	}

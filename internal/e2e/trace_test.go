@@ -263,10 +263,15 @@ func requireSagaTrace(t *testing.T, recs *recorders, in *engine.Instance) []sdkt
 		if !ok {
 			continue
 		}
-		// A child starts no earlier than its parent; a participant's span (and the handler's
-		// below it) also ends before the step span that waits for its reply.
+		// A child starts no earlier than its parent. A participant's span starts before the step
+		// span that waits for its reply ends (it may end a moment after: the participant acks the
+		// command after its commit, by when the reply may be out and applied); a handler's own span
+		// lies within the participant's.
 		require.False(t, s.StartTime().Before(parent.StartTime()), "%s starts before its parent %s", s.Name(), parent.Name())
-		require.False(t, s.EndTime().After(parent.EndTime()), "%s ends after its parent %s", s.Name(), parent.Name())
+		require.True(t, s.StartTime().Before(parent.EndTime()), "%s starts after its parent %s ended", s.Name(), parent.Name())
+		if !strings.HasPrefix(s.Name(), "process ") {
+			require.False(t, s.EndTime().After(parent.EndTime()), "%s ends after its parent %s", s.Name(), parent.Name())
+		}
 		switch {
 		case strings.HasPrefix(s.Name(), "step "), strings.HasPrefix(s.Name(), "compensate "):
 			require.Equal(t, trace.SpanKindProducer, s.SpanKind())
