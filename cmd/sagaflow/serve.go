@@ -182,6 +182,8 @@ func newRelayCmd() *cobra.Command {
 	var f serverFlags
 	var batch int
 	var retention time.Duration
+	var metricsAddr, name string
+	var tf traceFlags
 	c := &cobra.Command{
 		Use:   "relay",
 		Short: "Relay a database's outbox to JetStream",
@@ -190,10 +192,30 @@ number of relays may run on one PostgreSQL database (they claim rows with SKIP L
 a service's database, or for the orchestrator's when "sagaflow serve --relay=false".`,
 		Example: `  sagaflow relay --db postgres://postgres@127.0.0.1/payments?sslmode=disable --nats nats://127.0.0.1:4222`,
 		Args:    cobra.NoArgs,
-		PreRunE: func(*cobra.Command, []string) error { return f.check() },
+		PreRunE: func(*cobra.Command, []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			if err := tf.check(); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			logger := f.logger(cmd.ErrOrStderr())
+			obs, err := newObservability(ctx, "sagaflow-relay", tf, cmd.ErrOrStderr(), logger)
+			if err != nil {
+				return err
+			}
+			defer obs.shutdown()
+			if metricsAddr != "" {
+				stop, err := serveMetrics(metricsAddr, obs)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			db, err := openDB(ctx, f.db)
 			if err != nil {
 				return err
@@ -209,7 +231,8 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 			defer nc.Close()
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Relay: true, Logger: logger,
-				RelayConfig: outbox.RelayConfig{BatchSize: batch, Retention: retention},
+				RelayConfig:    outbox.RelayConfig{BatchSize: batch, Retention: retention, Name: name},
+				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
 			})
 			if err != nil {
 				return err
@@ -221,6 +244,9 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 	f.register(c, true)
 	c.Flags().IntVar(&batch, "batch", 0, "rows claimed and published per batch (0: the relay's default)")
 	c.Flags().DurationVar(&retention, "retention", 0, "keep published rows this long (0: delete at once)")
+	c.Flags().StringVar(&name, "name", "outbox", "name of this outbox in metrics (the \"outbox\" label) and logs")
+	c.Flags().StringVar(&metricsAddr, "metrics", "", "address to serve Prometheus metrics at /metrics (e.g. 0.0.0.0:9464); empty: none")
+	tf.register(c, telemetry.TracesAuto, false)
 	bindEnv(c)
 	return c
 }
