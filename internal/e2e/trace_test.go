@@ -135,19 +135,33 @@ const shippingFailsTree = `order-fulfilment [sagaflow]
     process saga.cmd.order.CancelOrder [order]
 `
 
-func TestTraceOfOneOrderAcrossServices(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	recs := newRecorders(t)
+// startTracedServices runs the four services, shipping failing every order, each with its own
+// recorded tracer provider.
+func (e *env) startTracedServices(t *testing.T, recs *recorders) {
+	t.Helper()
 	services := map[string]trace.TracerProvider{}
 	for _, s := range order.Services {
 		services[s] = recs.provider(s)
 	}
 	e.startStack(t, orderstack.Config{Definition: fastDefinition(t), Services: e.services,
 		Shipping: shipping.Options{FailureRate: 1}, TracerProviderFunc: func(s string) trace.TracerProvider { return services[s] }})
-	orch := recs.provider(orderstack.OrchestratorService)
-	stack, _ := e.startStack(t, orderstack.Config{Definition: fastDefinition(t), RunOrchestrator: true,
-		Services: map[string]orderstack.DB{}, TracerProviderFunc: func(string) trace.TracerProvider { return orch }})
+}
+
+// startTracedOrchestrator runs an orchestrator node alone, with a new recorded tracer provider (as
+// a new process would have).
+func (e *env) startTracedOrchestrator(t *testing.T, recs *recorders) (*orderstack.Stack, func()) {
+	t.Helper()
+	tp := recs.provider(orderstack.OrchestratorService)
+	return e.startStack(t, orderstack.Config{Definition: fastDefinition(t), RunOrchestrator: true,
+		Services: map[string]orderstack.DB{}, TracerProviderFunc: func(string) trace.TracerProvider { return tp }})
+}
+
+func TestTraceOfOneOrderAcrossServices(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	recs := newRecorders(t)
+	e.startTracedServices(t, recs)
+	stack, _ := e.startTracedOrchestrator(t, recs)
 
 	in := finishOrder(t, stack.Engine(), stack, nil)
 	requireSagaTrace(t, recs, in)
@@ -157,15 +171,8 @@ func TestTraceIsTheSameWhenTheOrchestratorRestartsBetweenSteps(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	recs := newRecorders(t)
-	services := map[string]trace.TracerProvider{}
-	for _, s := range order.Services {
-		services[s] = recs.provider(s)
-	}
-	e.startStack(t, orderstack.Config{Definition: fastDefinition(t), Services: e.services,
-		Shipping: shipping.Options{FailureRate: 1}, TracerProviderFunc: func(s string) trace.TracerProvider { return services[s] }})
-	first := recs.provider(orderstack.OrchestratorService)
-	stack1, stop1 := e.startStack(t, orderstack.Config{Definition: fastDefinition(t), RunOrchestrator: true,
-		Services: map[string]orderstack.DB{}, TracerProviderFunc: func(string) trace.TracerProvider { return first }})
+	e.startTracedServices(t, recs)
+	stack1, stop1 := e.startTracedOrchestrator(t, recs)
 
 	// Stop the first orchestrator as soon as the first step's reply is applied: the second step's
 	// command is then sent (or about to be), and its reply is applied by the second orchestrator.
@@ -179,9 +186,7 @@ func TestTraceIsTheSameWhenTheOrchestratorRestartsBetweenSteps(t *testing.T) {
 		}, 30*time.Second, 5*time.Millisecond)
 		stop1()
 	})
-	second := recs.provider(orderstack.OrchestratorService)
-	stack2, _ := e.startStack(t, orderstack.Config{Definition: fastDefinition(t), RunOrchestrator: true,
-		Services: map[string]orderstack.DB{}, TracerProviderFunc: func(string) trace.TracerProvider { return second }})
+	stack2, _ := e.startTracedOrchestrator(t, recs)
 	done, err := stack2.Engine().Wait(t.Context(), in.ID)
 	require.NoError(t, err)
 	require.Equal(t, saga.StatusCompensated, done.Status)
