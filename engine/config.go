@@ -23,7 +23,7 @@ type Config struct {
 	// DB is the orchestrator's database (PostgreSQL or SQLite), migrated with Migrate.
 	DB *sqlx.DB
 	// JetStream is the bus Run consumes replies and trigger events from. The streams must exist
-	// (bus.EnsureStreams).
+	// (outbox.EnsureStreams).
 	JetStream jetstream.JetStream
 	// Definitions holds every definition the engine runs, each version a running instance may
 	// still be on.

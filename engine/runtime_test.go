@@ -69,7 +69,7 @@ func run(t testing.TB, name string, fn func(ctx context.Context) error) {
 func (w *world) startEngine(db *sqlx.DB, defs *definitions.Registry, commits *atomic.Int64) *Engine {
 	t := w.t
 	t.Helper()
-	relay := outbox.NewRelay(db, w.pub, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
+	relay := outbox.NewRelay(db, w.js, &outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
 	e := newEngine(t, db, Config{
 		JetStream:     w.js,
 		Definitions:   defs,

@@ -37,14 +37,12 @@ func BenchmarkRelay(b *testing.B) {
 			require.NoError(b, outbox.Migrate(b.Context(), db))
 			js := natstest.New(b, nil).JetStream(b)
 			require.NoError(b, bus.EnsureStreams(b.Context(), js, bus.StreamsConfig{}))
-			pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
-			require.NoError(b, err)
-			relay := outbox.NewRelay(db, pub, outbox.RelayConfig{BatchSize: 2000, Workers: 3, ListenDSN: dsn})
+			relay := outbox.NewRelay(db, js, &outbox.RelayConfig{BatchSize: 2000, Workers: 3, ListenDSN: dsn})
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- relay.Run(ctx) }()
 			b.Cleanup(func() { cancel(); require.NoError(b, <-done) })
-			w := outbox.NewWriter(sqldb.Postgres, outbox.WriterConfig{})
+			w := outbox.NewWriter(db, nil)
 
 			b.ReportAllocs()
 			work := make(chan struct{}, writers)
@@ -100,7 +98,7 @@ func BenchmarkWrite(b *testing.B) {
 		b.Run(d.name, func(b *testing.B) {
 			db := d.open(b)
 			require.NoError(b, outbox.Migrate(b.Context(), db))
-			w := outbox.NewWriter(sqldb.DialectOf(db), outbox.WriterConfig{})
+			w := outbox.NewWriter(db, nil)
 			ctx := b.Context()
 			b.ReportAllocs()
 			for b.Loop() {

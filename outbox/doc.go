@@ -7,12 +7,15 @@
 // A service writes messages inside its own database transaction (PostgreSQL or SQLite, *sql.Tx or
 // *sqlx.Tx), next to the changes they announce:
 //
-//	w := outbox.NewWriter(sqldb.Postgres, outbox.WriterConfig{})
-//	err := sqldb.InTx(ctx, db, func(tx *sqlx.Tx) error {
-//		// ... the service's own writes ...
-//		msg := message.NewMessage("", payload) // empty UUID: a UUIDv7 is assigned
-//		return w.Write(ctx, tx, "events.order.placed", outbox.WithOrderingKey(msg, orderID))
-//	})
+//	w := outbox.NewWriter(db, nil) // the dialect is detected from db's driver
+//	tx, err := db.BeginTxx(ctx, nil)
+//	// ... the service's own writes with tx ...
+//	msg := message.NewMessage("", payload) // empty UUID: a UUIDv7 is assigned
+//	err = w.Write(ctx, tx, "events.order.placed", outbox.WithOrderingKey(msg, orderID))
+//	err = tx.Commit()
+//
+// A Watermill application publishes through w.Publisher(ctx, tx), a message.Publisher bound to the
+// transaction: a cqrs.EventBus built on it publishes its events exactly once.
 //
 // The rows become visible to the relay when the transaction commits, and never exist if it rolls
 // back. Write checks every message first (subject, size against WriterConfig.MaxPayload) and
@@ -20,8 +23,10 @@
 //
 // # Relaying
 //
-// Relay claims committed rows in batches, oldest first, publishes each batch pipelined through a
-// bus.Publisher with Nats-Msg-Id = message id, and marks the acknowledged rows published (deletes
+// NewRelay(db, js, cfg) reads db's outbox and publishes to JetStream (EnsureStreams creates the
+// streams). The participant runs one itself; the orchestrator node ("sagaflow serve") too; "sagaflow
+// relay" is the same relay as a process of its own. Relay claims committed rows in batches, oldest
+// first, publishes each batch pipelined with Nats-Msg-Id = message id, and marks the acknowledged rows published (deletes
 // them, or keeps them for RelayConfig.Retention). On PostgreSQL the claim is SELECT … FOR UPDATE
 // SKIP LOCKED held while the batch is in flight, so any number of relays share the work, and a
 // relay that dies mid-batch leaves its rows to the others at once; the re-publish carries the same
@@ -54,7 +59,7 @@
 // # Consuming
 //
 // Inbox records (consumer, message id) in the consumer's transaction, together with the
-// message's effects: Inbox.Handler wraps a function as a Watermill handler for a bus.Subscriber,
+// message's effects: Inbox.Handler wraps a function as a Watermill handler,
 // so a redelivery, or a re-publish after the duplicate window, applies nothing twice. Prune
 // removes rows older than a retention that must exceed the redelivery horizon.
 //

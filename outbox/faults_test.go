@@ -25,7 +25,7 @@ func TestRelaySurvivesNATSOutage(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 		b := setup(t, db, nil)
-		r := startRelay(t, db, b.pub, outbox.RelayConfig{BatchSize: 50, MaxBackoff: 500 * time.Millisecond})
+		r := startRelay(t, db, b.js, outbox.RelayConfig{BatchSize: 50, MaxBackoff: 500 * time.Millisecond})
 		var committed idSet
 		write := func(from, to int) {
 			for i := from; i < to; i++ {
@@ -61,7 +61,7 @@ func TestRelaysShareWorkAndKeepKeyOrder(t *testing.T) {
 	b := setup(t, db, nil)
 	relays := make([]*outbox.Relay, 3)
 	for i := range relays {
-		relays[i] = startRelay(t, db, b.pub, outbox.RelayConfig{BatchSize: 40})
+		relays[i] = startRelay(t, db, b.js, outbox.RelayConfig{BatchSize: 40})
 	}
 	const keys, perKey = 12, 150
 	var committed idSet

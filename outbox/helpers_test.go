@@ -23,7 +23,6 @@ type bundle struct {
 	db     *sqlx.DB
 	nats   *natstest.Server
 	js     jetstream.JetStream
-	pub    *bus.Publisher
 	writer *outbox.Writer
 }
 
@@ -34,19 +33,16 @@ func setup(t *testing.T, db *sqlx.DB, opts *natstest.Opts) *bundle {
 	srv := natstest.New(t, opts)
 	js := srv.JetStream(t)
 	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamsConfig{}))
-	pub, err := bus.NewPublisher(js, bus.PublisherConfig{AckTimeout: 2 * time.Second})
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = pub.Close() })
-	return &bundle{db: db, nats: srv, js: js, pub: pub, writer: outbox.NewWriter(sqldb.DialectOf(db), outbox.WriterConfig{})}
+	return &bundle{db: db, nats: srv, js: js, writer: outbox.NewWriter(db, nil)}
 }
 
 // startRelay runs a relay until the test ends.
-func startRelay(t *testing.T, db *sqlx.DB, pub message.Publisher, cfg outbox.RelayConfig) *outbox.Relay {
+func startRelay(t *testing.T, db *sqlx.DB, js jetstream.JetStream, cfg outbox.RelayConfig) *outbox.Relay {
 	t.Helper()
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = 50 * time.Millisecond
 	}
-	r := outbox.NewRelay(db, pub, cfg)
+	r := outbox.NewRelay(db, js, &cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()

@@ -21,9 +21,9 @@ type Inbox struct {
 }
 
 // NewInbox returns the inbox of consumer (a name stable across restarts, e.g. the durable consumer
-// name) in databases of dialect.
-func NewInbox(dialect sqldb.Dialect, consumer string) *Inbox {
-	return &Inbox{dialect: dialect, consumer: consumer}
+// name) in db's database (its dialect is detected from db's driver).
+func NewInbox(db *sqlx.DB, consumer string) *Inbox {
+	return &Inbox{dialect: sqldb.DialectOf(db), consumer: consumer}
 }
 
 const recordQuery = `INSERT INTO sagaflow_inbox (consumer, message_id) VALUES (?, ?) ON CONFLICT DO NOTHING`

@@ -55,7 +55,7 @@ func TestInbox(t *testing.T) {
 		t.Run("AppliesOnce", func(t *testing.T) {
 			sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "once", MaxDeliver: 10, AckWait: 5 * time.Second})
 			require.NoError(t, err)
-			inbox := outbox.NewInbox(sqldb.DialectOf(db), "once")
+			inbox := outbox.NewInbox(db, "once")
 			var calls, effects atomic.Int32
 			apply := inbox.Handler(db, func(ctx context.Context, tx *sqlx.Tx, msg *message.Message) error {
 				effects.Add(1)
@@ -97,7 +97,7 @@ func TestInbox(t *testing.T) {
 			const maxDeliver = 3
 			sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "failing", MaxDeliver: maxDeliver, AckWait: 5 * time.Second})
 			require.NoError(t, err)
-			inbox := outbox.NewInbox(sqldb.DialectOf(db), "failing")
+			inbox := outbox.NewInbox(db, "failing")
 			var calls atomic.Int32
 			runRouter(t, "failing", "events.inbox.failing", sub, inbox.Handler(db, func(ctx context.Context, tx *sqlx.Tx, msg *message.Message) error {
 				calls.Add(1)
@@ -124,7 +124,7 @@ func TestInbox(t *testing.T) {
 		})
 
 		t.Run("Prune", func(t *testing.T) {
-			inbox := outbox.NewInbox(sqldb.DialectOf(db), "prune")
+			inbox := outbox.NewInbox(db, "prune")
 			require.NoError(t, sqldb.InTx(t.Context(), db, func(tx *sqlx.Tx) error {
 				for _, id := range []string{"old", "new"} {
 					first, err := inbox.Record(t.Context(), tx, id)

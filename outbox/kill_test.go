@@ -58,15 +58,11 @@ func runHelperRelay(raw string) error {
 	if err != nil {
 		return err
 	}
-	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
-	if err != nil {
-		return err
-	}
-	var p message.Publisher = pub
+	rcfg := outbox.RelayConfig{BatchSize: 100, PollInterval: 20 * time.Millisecond}
 	if cfg.Pause {
-		p = pausingPublisher{pub}
+		rcfg.PublisherDecorator = func(p message.Publisher) (message.Publisher, error) { return pausingPublisher{p}, nil }
 	}
-	return outbox.NewRelay(db, p, outbox.RelayConfig{BatchSize: 100, PollInterval: 20 * time.Millisecond}).Run(ctx)
+	return outbox.NewRelay(db, js, &rcfg).Run(ctx)
 }
 
 // pausingPublisher publishes, reports it on stdout, and hangs: the relay is then killed between

@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
 	"github.com/lib/pq"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -62,6 +63,10 @@ type RelayConfig struct {
 	// sagaflow.outbox.backlog, .oldest_unpublished_age and .quarantined (read from the database at
 	// each collection while Run runs). Default: the global provider (otel.GetMeterProvider).
 	MeterProvider metric.MeterProvider
+	// PublisherDecorator, when set, wraps the JetStream publisher the relay builds in Run (metrics,
+	// fault injection in tests). The decorated publisher must pass the inner publisher's errors
+	// through unchanged: the relay reads from them which messages of a batch were not stored.
+	PublisherDecorator message.PublisherDecorator
 }
 
 func (c RelayConfig) withDefaults(d sqldb.Dialect) RelayConfig {
@@ -109,7 +114,8 @@ func (c RelayConfig) withDefaults(d sqldb.Dialect) RelayConfig {
 // relays on PostgreSQL (they share the work through row locks); run one per database on SQLite.
 type Relay struct {
 	db    *sqlx.DB
-	pub   message.Publisher
+	js    jetstream.JetStream
+	pub   message.Publisher // set by Run
 	cfg   RelayConfig
 	store storage
 	wake  []chan struct{} // one per worker
@@ -119,12 +125,17 @@ type Relay struct {
 	tel         relayTelemetry
 }
 
-// NewRelay returns a relay reading db's outbox and publishing through pub, which must honour
-// bus.SubjectKey (bus.Publisher does) and return a *bus.PublishError naming the messages that
-// failed (other errors fail the whole batch, which is then retried).
-func NewRelay(db *sqlx.DB, pub message.Publisher, cfg RelayConfig) *Relay {
+// NewRelay returns a relay reading db's outbox (PostgreSQL or SQLite, detected from db's driver)
+// and publishing to js, pipelined, with Nats-Msg-Id set to each row's message id. cfg may be nil for
+// the defaults. The streams the rows are published to must exist (EnsureStreams); js is not closed
+// by the relay.
+func NewRelay(db *sqlx.DB, js jetstream.JetStream, cfg *RelayConfig) *Relay {
+	var c RelayConfig
+	if cfg != nil {
+		c = *cfg
+	}
 	d := sqldb.DialectOf(db)
-	r := &Relay{db: db, pub: pub, cfg: cfg.withDefaults(d), store: storage{dialect: d}}
+	r := &Relay{db: db, js: js, cfg: c.withDefaults(d), store: storage{dialect: d}}
 	r.tel = newRelayTelemetry(r.cfg)
 	for range r.cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
@@ -177,6 +188,20 @@ func (r *Relay) Stats(ctx context.Context) (Stats, error) {
 // connection cannot be set up). Failures while running are logged and retried with backoff; no
 // row is ever dropped.
 func (r *Relay) Run(ctx context.Context) error {
+	if r.js == nil {
+		return errors.New("relay: JetStream is nil")
+	}
+	pub, err := bus.NewPublisher(r.js, bus.PublisherConfig{})
+	if err != nil {
+		return fmt.Errorf("relay: publisher: %w", err)
+	}
+	defer pub.Close() // nothing is in flight once the workers have returned
+	r.pub = pub
+	if r.cfg.PublisherDecorator != nil {
+		if r.pub, err = r.cfg.PublisherDecorator(pub); err != nil {
+			return fmt.Errorf("relay: decorate publisher: %w", err)
+		}
+	}
 	r.cfg.Logger.InfoContext(ctx, "relay started", "batch_size", r.cfg.BatchSize, "poll_interval", r.cfg.PollInterval)
 	defer r.cfg.Logger.InfoContext(ctx, "relay stopped")
 	reg, err := r.observeBacklog()

@@ -24,7 +24,7 @@ func TestRelay(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 		t.Run("PublishesHeadersAndSubjects", func(t *testing.T) {
 			b := setup(t, db, nil)
-			r := startRelay(t, db, b.pub, outbox.RelayConfig{})
+			r := startRelay(t, db, b.js, outbox.RelayConfig{})
 			m1 := message.NewMessage("", []byte(`{"n":1}`))
 			m1.Metadata.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 			m2 := message.NewMessage("fixed-id-2", []byte(`{"n":2}`))
@@ -52,7 +52,7 @@ func TestRelay(t *testing.T) {
 
 		t.Run("KeepsPublishedRowsForRetention", func(t *testing.T) {
 			b := setup(t, db, nil)
-			r := startRelay(t, db, b.pub, outbox.RelayConfig{Retention: time.Hour})
+			r := startRelay(t, db, b.js, outbox.RelayConfig{Retention: time.Hour})
 			b.write(t, "events.a.b", message.NewMessage("", []byte("x")))
 			r.Wake()
 			waitDrained(t, r)
@@ -73,7 +73,7 @@ func TestRelayConcurrentWriters(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 		b := setup(t, db, nil)
-		r := startRelay(t, db, b.pub, outbox.RelayConfig{})
+		r := startRelay(t, db, b.js, outbox.RelayConfig{})
 		const total, writers = 10_000, 16
 		var committed idSet
 		var wg sync.WaitGroup

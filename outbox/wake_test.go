@@ -38,7 +38,7 @@ func TestRelayWakeUps(t *testing.T) {
 		t.Cleanup(func() { _ = db.Close() })
 		b := setup(t, db, nil)
 		b.write(t, "events.wake.a", message.NewMessage("", nil))
-		r := startRelay(t, db, b.pub, outbox.RelayConfig{PollInterval: never, ListenDSN: dsn, Workers: 1})
+		r := startRelay(t, db, b.js, outbox.RelayConfig{PollInterval: never, ListenDSN: dsn, Workers: 1})
 		published(t, r, 1) // the first cycle at start; the relay now waits
 		b.write(t, "events.wake.b", message.NewMessage("", nil))
 		published(t, r, 2)
@@ -50,7 +50,7 @@ func TestRelayWakeUps(t *testing.T) {
 		db := sqlitetest.New(t)
 		b := setup(t, db, nil)
 		b.write(t, "events.wake.a", message.NewMessage("", nil))
-		r := startRelay(t, db, b.pub, outbox.RelayConfig{PollInterval: never})
+		r := startRelay(t, db, b.js, outbox.RelayConfig{PollInterval: never})
 		published(t, r, 1)
 		b.write(t, "events.wake.b", message.NewMessage("", nil))
 		r.Wake()
@@ -83,8 +83,12 @@ func TestRelayDrainsOnShutdown(t *testing.T) {
 		for range 3 {
 			b.write(t, "events.drain.x", message.NewMessage("", []byte("d")))
 		}
-		gate := &gatedPublisher{Publisher: b.pub, entered: make(chan struct{}, 1), release: make(chan struct{})}
-		r := outbox.NewRelay(db, gate, outbox.RelayConfig{Workers: 1, PollInterval: time.Hour})
+		gate := &gatedPublisher{entered: make(chan struct{}, 1), release: make(chan struct{})}
+		r := outbox.NewRelay(db, b.js, &outbox.RelayConfig{Workers: 1, PollInterval: time.Hour,
+			PublisherDecorator: func(p message.Publisher) (message.Publisher, error) {
+				gate.Publisher = p
+				return gate, nil
+			}})
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx) }()

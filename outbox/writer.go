@@ -45,13 +45,42 @@ type Writer struct {
 	cfg     WriterConfig
 }
 
-// NewWriter returns a Writer for databases of dialect.
-func NewWriter(dialect sqldb.Dialect, cfg WriterConfig) *Writer {
-	if cfg.MaxPayload <= 0 {
-		cfg.MaxPayload = DefaultMaxPayload
+// NewWriter returns a Writer for db's database: the SQL dialect (PostgreSQL through lib/pq, or
+// SQLite through modernc.org/sqlite) is detected from db's driver. cfg may be nil for the defaults.
+// Write takes the transaction itself, so one Writer serves every transaction of db.
+func NewWriter(db *sqlx.DB, cfg *WriterConfig) *Writer {
+	var c WriterConfig
+	if cfg != nil {
+		c = *cfg
 	}
-	return &Writer{dialect: dialect, cfg: cfg}
+	if c.MaxPayload <= 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	return &Writer{dialect: sqldb.DialectOf(db), cfg: c}
 }
+
+// Publisher returns a Watermill message.Publisher that writes to the outbox inside tx: a Watermill
+// application (a cqrs.EventBus, a router handler) publishes its domain events through it and they
+// go out exactly once, after tx commits, and never if it rolls back. Publish(topic, msgs...) is
+// Write(ctx, tx, topic, msgs...). The publisher is only valid while tx is open; Close does nothing.
+//
+// It keeps ctx because Watermill's Publish takes none: ctx is the context of the transaction's
+// unit of work (its trace context is injected into every message that has none).
+func (w *Writer) Publisher(ctx context.Context, tx Tx) message.Publisher {
+	return txPublisher{ctx: ctx, w: w, tx: tx}
+}
+
+type txPublisher struct {
+	ctx context.Context //nolint:containedctx // Watermill's Publish has no context parameter
+	w   *Writer
+	tx  Tx
+}
+
+func (p txPublisher) Publish(topic string, msgs ...*message.Message) error {
+	return p.w.Write(p.ctx, p.tx, topic, msgs...)
+}
+
+func (p txPublisher) Close() error { return nil }
 
 // WithOrderingKey sets msg's ordering key and returns msg: the relay publishes messages with the
 // same key in the order they were written (see the package documentation for what that means with

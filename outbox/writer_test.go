@@ -22,7 +22,7 @@ func TestWriteRefusesBadInput(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 		require.NoError(t, outbox.Migrate(t.Context(), db))
-		w := outbox.NewWriter(sqldb.DialectOf(db), outbox.WriterConfig{MaxPayload: 1024})
+		w := outbox.NewWriter(db, &outbox.WriterConfig{MaxPayload: 1024})
 		count := func() int {
 			var n int
 			require.NoError(t, db.Get(&n, `SELECT count(*) FROM sagaflow_outbox`))
@@ -113,7 +113,7 @@ func TestRelayQuarantinesUnpublishableRows(t *testing.T) {
 		after := outbox.WithOrderingKey(message.NewMessage("after-bad", []byte("ok")), "k1")
 		b.write(t, "events.q.x", big, after, message.NewMessage("plain", []byte("ok")))
 
-		r := startRelay(t, db, b.pub, outbox.RelayConfig{MaxAttempts: 3})
+		r := startRelay(t, db, b.js, outbox.RelayConfig{MaxAttempts: 3})
 		got := readStream(t, b.js, bus.StreamEvents, "events.>", 2)
 		ids := []string{got[0].id, got[1].id}
 		require.ElementsMatch(t, []string{"after-bad", "plain"}, ids)

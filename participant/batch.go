@@ -101,8 +101,8 @@ func (p *Participant) process(ctx context.Context, batch []*job) {
 		replied = replied || results[i] == nil
 		j.done <- results[i]
 	}
-	if replied && p.cfg.OnCommit != nil {
-		p.cfg.OnCommit()
+	if replied {
+		p.committed()
 	}
 }
 

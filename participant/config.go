@@ -7,8 +7,6 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/jmoiron/sqlx"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
@@ -21,15 +19,23 @@ type Config struct {
 	// Service is the participant's service name as definitions spell it ([a-z0-9-]); it receives
 	// the commands on saga.cmd.<Service>.>. Required.
 	Service string
-	// DB is the service's own database (PostgreSQL or SQLite); handlers run in its transactions,
-	// the barrier and the outbox live in it. Required; see Migrate.
-	DB *sqlx.DB
-	// JetStream is the bus the commands come from. Required. The SAGA_COMMANDS and SAGA_DLQ
-	// streams must exist (bus.EnsureStreams).
-	JetStream jetstream.JetStream
-	// Outbox writes the replies inside the handler's transaction. Default: an outbox.Writer for
-	// DB's dialect. Something must relay the outbox to JetStream (outbox.Relay).
+	// Outbox writes the replies inside the handler's transaction. Default: outbox.NewWriter(db, nil).
 	Outbox *outbox.Writer
+	// Relay tunes the outbox relay Run runs beside the consumer, publishing the replies (and any
+	// domain events the handlers write to the outbox) from the service's database. Default: the
+	// relay's defaults, named after Service, with this Config's Logger and providers. On PostgreSQL
+	// set Relay.ListenDSN to the database's DSN so commits wake the relay at once (in this process
+	// the participant wakes it itself after each commit).
+	Relay *outbox.RelayConfig
+	// DisableRelay runs no relay in this participant: another process relays the service's outbox
+	// ("sagaflow relay --db ...", or an outbox.Relay of your own).
+	DisableRelay bool
+	// Streams configures Sagaflow's JetStream streams, which Run creates or updates at start
+	// (outbox.EnsureStreams). Default: one replica, the default duplicate window.
+	Streams *outbox.StreamsConfig
+	// DisableStreamSetup makes Run leave the streams alone (they must exist: created by a
+	// deployment job or another process) — for credentials that may not manage streams.
+	DisableStreamSetup bool
 	// Logger receives the participant's logs. Default: discard.
 	Logger *slog.Logger
 	// Batch is how many commands are handled in one database transaction (each under its own
@@ -52,9 +58,6 @@ type Config struct {
 	// MeterProvider receives the participant's metrics (sagaflow.dead_lettered). Default: the
 	// global provider (otel.GetMeterProvider).
 	MeterProvider metric.MeterProvider
-	// OnCommit, when set, is called after a transaction that wrote replies to the outbox has
-	// committed (dev mode passes the relay's Wake, so replies leave at once).
-	OnCommit func()
 }
 
 var serviceRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$`)
@@ -89,14 +92,11 @@ func (c Config) withDefaults() Config {
 
 func (c Config) validate() error {
 	var errs []error
+	if c.Relay != nil && c.DisableRelay {
+		errs = append(errs, errors.New("Relay: set, but DisableRelay is true"))
+	}
 	if !serviceRE.MatchString(c.Service) {
 		errs = append(errs, fmt.Errorf("Service %q: must match %s", c.Service, serviceRE))
-	}
-	if c.DB == nil {
-		errs = append(errs, errors.New("DB: required"))
-	}
-	if c.JetStream == nil {
-		errs = append(errs, errors.New("JetStream: required"))
 	}
 	if c.Batch < 1 {
 		errs = append(errs, fmt.Errorf("Batch %d: must be >= 1", c.Batch))

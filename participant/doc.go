@@ -6,20 +6,25 @@
 // # Usage
 //
 //	if err := participant.Migrate(ctx, db); err != nil { … } // barrier + outbox tables
-//	p, err := participant.New(participant.Config{Service: "payment", DB: db, JetStream: js})
+//	p, err := participant.New(db, js, &participant.Config{Service: "payment"})
 //	p.Handle("ChargePayment", func(ctx context.Context, tx *sqlx.Tx, cmd participant.Command) (participant.Result, error) {
 //		var in struct{ OrderID string `json:"order_id"` }
 //		if err := cmd.Input(&in); err != nil {
-//			return participant.Result{}, err // transient: redelivered, then dead-lettered
+//			return participant.Result{}, participant.Reject(err) // never handleable: dead-letter now
 //		}
 //		// … write the charge with tx …
 //		return participant.Success(map[string]string{"charge_id": id}), nil
 //	})
 //	p.Compensate("RefundPayment", refund)
-//	go relay.Run(ctx)       // an outbox.Relay on db publishes the replies
-//	err = p.Run(ctx)        // until ctx ends; or p.Start(ctx) … p.Stop(ctx)
+//	err = p.Run(ctx) // until ctx ends; or p.Start(ctx) … p.Stop(ctx)
 //
-// Pass the relay's Wake as Config.OnCommit so replies leave as soon as their transaction commits.
+// db is the service's own *sqlx.DB (PostgreSQL through lib/pq or SQLite through modernc.org/sqlite;
+// the dialect is detected from the driver) and js a jetstream.JetStream. Run creates or updates
+// Sagaflow's JetStream streams (unless Config.DisableStreamSetup), runs the relay of the service's
+// outbox so replies and domain events reach the bus (unless Config.DisableRelay, when a separate
+// "sagaflow relay" process does it), and consumes the service's commands. The relay is woken after
+// each commit in this process; on PostgreSQL set Config.Relay.ListenDSN so other processes' commits
+// wake it too.
 //
 // # Guarantees: the barrier
 //
@@ -39,8 +44,11 @@
 // transactions are exclusive).
 //
 // A handler answers Success (with an output merged into the saga's data) or Failure (a business
-// failure: its writes are rolled back, the saga compensates). A returned error or a panic is
-// transient: that command's work is rolled back and it is redelivered after Config.NakDelay; after
+// failure: its writes are rolled back, the saga compensates). An error made by Reject refuses the
+// command for good: its writes are rolled back and it goes to the SAGA_DLQ stream at once, with the
+// reason. A command whose reply subject is not under saga.reply. is dead-lettered without running
+// anything: a participant replies only where the orchestrator listens. Any other error, or a
+// panic, is transient: that command's work is rolled back and it is redelivered after Config.NakDelay; after
 // Config.MaxDeliver deliveries it goes to the SAGA_DLQ stream with the error as its reason. A
 // message that breaks the message contract, or names a command with no handler, goes there at once.
 // A compensation that answers Failure is not recorded, so the orchestrator's retry runs it again.

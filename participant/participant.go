@@ -1,6 +1,7 @@
 package participant
 
 import (
+	"cmp"
 	"context"
 	"embed"
 	"errors"
@@ -11,17 +12,18 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/migrate"
 	"github.com/sagaflow/sagaflow/internal/protocol"
-	"github.com/sagaflow/sagaflow/internal/sqldb"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/outbox"
 )
@@ -48,7 +50,9 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 type Participant struct {
 	cfg    Config
 	db     *sqlx.DB
+	js     jetstream.JetStream
 	outbox *outbox.Writer
+	relay  *outbox.Relay // nil with Config.DisableRelay
 	log    *slog.Logger
 	tracer trace.Tracer
 
@@ -66,28 +70,67 @@ type Participant struct {
 	done   chan error         // Run's result, for Stop
 }
 
-// New returns a Participant for cfg.Service. It reports every configuration problem at once.
-func New(cfg Config) (*Participant, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.validate(); err != nil {
+// New returns the participant of cfg.Service (cfg is required) over db, the service's own
+// database (PostgreSQL through lib/pq or SQLite through modernc.org/sqlite, detected from db's
+// driver; see Migrate), and js, the bus its commands come from. It reports every configuration
+// problem at once, each naming its field.
+func New(db *sqlx.DB, js jetstream.JetStream, cfg *Config) (*Participant, error) {
+	var errs []error
+	if db == nil {
+		errs = append(errs, errors.New("db: required"))
+	}
+	if js == nil {
+		errs = append(errs, errors.New("js: required"))
+	}
+	if cfg == nil {
+		errs = append(errs, errors.New("cfg: required (Service at least)"))
+	} else {
+		errs = append(errs, cfg.withDefaults().validate())
+	}
+	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("participant config: %w", err)
 	}
-	w := cfg.Outbox
+	c := cfg.withDefaults()
+	w := c.Outbox
 	if w == nil {
-		w = outbox.NewWriter(sqldb.DialectOf(cfg.DB), outbox.WriterConfig{})
+		w = outbox.NewWriter(db, nil)
 	}
-	return &Participant{
-		cfg:        cfg,
-		db:         cfg.DB,
+	p := &Participant{
+		cfg:        c,
+		db:         db,
+		js:         js,
 		outbox:     w,
-		log:        cfg.Logger.With("component", "participant", "service", cfg.Service),
-		tracer:     cfg.TracerProvider.Tracer("github.com/sagaflow/sagaflow/participant"),
+		log:        c.Logger.With("component", "participant", "service", c.Service),
+		tracer:     c.TracerProvider.Tracer("github.com/sagaflow/sagaflow/participant"),
 		forward:    map[string]Handler{},
 		compensate: map[string]Handler{},
 		jobs:       make(chan *job),
 		stop:       make(chan struct{}),
 		ready:      make(chan struct{}),
-	}, nil
+	}
+	if !c.DisableRelay {
+		var rc outbox.RelayConfig
+		if c.Relay != nil {
+			rc = *c.Relay
+		}
+		rc.Name = cmp.Or(rc.Name, c.Service)
+		rc.Logger = cmp.Or(rc.Logger, c.Logger)
+		rc.TracerProvider = cmp.Or(rc.TracerProvider, c.TracerProvider)
+		rc.MeterProvider = cmp.Or(rc.MeterProvider, c.MeterProvider)
+		p.relay = outbox.NewRelay(db, js, &rc)
+	}
+	return p, nil
+}
+
+// Relay returns the outbox relay this participant runs, or nil with Config.DisableRelay.
+func (p *Participant) Relay() *outbox.Relay { return p.relay }
+
+// committed is called after a transaction that wrote replies has committed: the participant's own
+// relay publishes them at once instead of at its next poll or notification.
+func (p *Participant) committed() {
+	if p.relay != nil {
+		p.relay.Wake()
+	}
 }
 
 // Handle registers h for the forward command named command (the definition's step "command").
@@ -133,16 +176,26 @@ func Durable(service string) string { return "sagaflow-participant-" + service }
 // Run consumes the service's commands until ctx ends, then finishes the commands in flight (within
 // Config.ShutdownTimeout) and returns nil. All replicas of a service share one durable consumer
 // on SAGA_COMMANDS filtered to saga.cmd.<service>.>, so each command goes to one of them.
-// Commands that cannot be parsed, or that name no registered handler, go to the dead-letter
-// stream at once with the reason; commands whose handler keeps failing go there after
-// Config.MaxDeliver deliveries. Run may be called once.
+// Commands that cannot be parsed, whose reply subject is not under saga.reply., that name no
+// registered handler, or that a handler refused with Reject go to the dead-letter stream at once
+// with the reason; commands whose handler keeps failing go there after Config.MaxDeliver
+// deliveries.
+//
+// Before consuming, Run creates or updates Sagaflow's streams (unless Config.DisableStreamSetup)
+// and starts the service's outbox relay (unless Config.DisableRelay), which it stops after the
+// last command in flight has committed. Run may be called once.
 func (p *Participant) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("participant: Run called twice")
 	}
 	cfg := p.cfg
+	if !cfg.DisableStreamSetup {
+		if err := outbox.EnsureStreams(ctx, p.js, cfg.Streams); err != nil {
+			return fmt.Errorf("participant %s: %w", cfg.Service, err)
+		}
+	}
 	filter := protocol.ServiceCommands(cfg.Service)
-	sub, err := bus.NewSubscriber(cfg.JetStream, bus.SubscriberConfig{
+	sub, err := bus.NewSubscriber(p.js, bus.SubscriberConfig{
 		Stream:         bus.StreamCommands,
 		Durable:        Durable(cfg.Service),
 		FilterSubjects: []string{filter},
@@ -155,7 +208,7 @@ func (p *Participant) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("participant %s: subscriber: %w", cfg.Service, err)
 	}
-	dlq, err := bus.NewPublisher(cfg.JetStream, bus.PublisherConfig{})
+	dlq, err := bus.NewPublisher(p.js, bus.PublisherConfig{})
 	if err != nil {
 		_ = sub.Close()
 		return fmt.Errorf("participant %s: dead-letter publisher: %w", cfg.Service, err)
@@ -175,11 +228,25 @@ func (p *Participant) Run(ctx context.Context) error {
 	router.AddMiddleware(bus.DeadLetter(dlq, cfg.MaxDeliver, bus.DeadLetterCounter(cfg.MeterProvider, p.log, Durable(cfg.Service))))
 	router.AddConsumerHandler("participant-"+cfg.Service, filter, sub, p.receive)
 
-	// The batcher outlives the router: handlers still draining at shutdown wait for it.
+	// The relay runs until the consumer has stopped, so the replies of the last commands leave too.
+	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopRelay()
+	relayDone := make(chan error, 1)
+	if p.relay != nil {
+		go func() { relayDone <- p.relay.Run(relayCtx) }()
+	} else {
+		relayDone <- nil
+	}
+	// The batcher outlives the router: handlers still draining at shutdown wait for it. Its
+	// database work is bounded by ShutdownTimeout once ctx ends.
+	batchCtx, cancelBatches := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelBatches()
+	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(cfg.ShutdownTimeout, cancelBatches) })
+	defer stopTimer()
 	batcherDone := make(chan struct{})
 	go func() {
 		defer close(batcherDone)
-		p.batcher(context.WithoutCancel(ctx))
+		p.batcher(batchCtx)
 	}()
 	go func() {
 		select {
@@ -189,14 +256,41 @@ func (p *Participant) Run(ctx context.Context) error {
 		}
 	}()
 	p.log.InfoContext(ctx, "participant started", "subject", filter, "batch", cfg.Batch)
-	err = router.Run(ctx)
+	err = p.runRouter(ctx, router, relayDone)
 	close(p.stop)
 	<-batcherDone
+	stopRelay()
+	relayErr := <-relayDone
 	p.log.InfoContext(ctx, "participant stopped")
 	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("participant %s: %w", cfg.Service, err)
 	}
+	if relayErr != nil {
+		return fmt.Errorf("participant %s: relay: %w", cfg.Service, relayErr)
+	}
 	return nil
+}
+
+// runRouter runs router until ctx ends, or until the relay fails (then the router is closed and
+// the relay's error is put back for Run).
+func (p *Participant) runRouter(ctx context.Context, router *message.Router, relayDone chan error) error {
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watchDone := make(chan struct{})
+	defer func() { <-watchDone }()
+	go func() {
+		defer close(watchDone)
+		select {
+		case err := <-relayDone:
+			relayDone <- err // for Run
+			if err != nil {
+				p.log.ErrorContext(ctx, "relay failed; stopping the participant", "err", err)
+			}
+			cancel()
+		case <-rctx.Done():
+		}
+	}()
+	return router.Run(rctx)
 }
 
 // receive is the router's handler: it parses the command and hands it to the batcher, then waits
@@ -228,6 +322,9 @@ func (p *Participant) receiveIn(ctx context.Context, span trace.Span, subject st
 	if c.Service != p.cfg.Service {
 		return fmt.Errorf("%w: command for service %q received by service %q", bus.ErrPermanent, c.Service, p.cfg.Service)
 	}
+	if err := checkReplyTo(c.ReplyTo); err != nil {
+		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+	}
 	h := p.handler(c)
 	if h == nil {
 		return fmt.Errorf("%w: %w: %s %s of service %s", bus.ErrPermanent, ErrUnknownCommand, c.Action, c.Name, c.Service)
@@ -248,6 +345,9 @@ func (p *Participant) receiveIn(ctx context.Context, span trace.Span, subject st
 	case err = <-j.done:
 	case <-p.stop: // only after the router gave up waiting; a commit still in progress is replayed
 		return ErrStopping
+	}
+	if errors.Is(err, ErrRejected) {
+		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
 	}
 	if err != nil {
 		p.log.WarnContext(ctx, "command will be redelivered", "saga_id", c.SagaID, "definition", c.Definition, "step", c.Step,
@@ -305,4 +405,15 @@ func (p *Participant) Stop(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// checkReplyTo accepts a reply subject under saga.reply. with one definition token: replies go only
+// where the orchestrator listens, never to a subject the command's sender chose (EVENTS, another
+// service's commands, a subject no stream takes).
+func checkReplyTo(subject string) error {
+	def, ok := strings.CutPrefix(subject, protocol.ReplyPrefix)
+	if !ok || def == "" || strings.ContainsAny(def, ".*> \t\r\n") {
+		return fmt.Errorf("%w: %q", ErrReplyTo, subject)
+	}
+	return nil
 }

@@ -32,13 +32,13 @@ const (
 
 // bundle is what a test drives a participant with.
 type bundle struct {
-	db    *sqlx.DB
-	js    jetstream.JetStream
-	pub   *bus.Publisher
-	relay *outbox.Relay
+	db  *sqlx.DB
+	js  jetstream.JetStream
+	pub *bus.Publisher
 }
 
-// setup migrates db, starts a JetStream server with Sagaflow's streams and an outbox relay on db.
+// setup migrates db and starts a JetStream server with Sagaflow's streams; each participant runs
+// its own outbox relay on db.
 func setup(t testing.TB, db *sqlx.DB) *bundle {
 	t.Helper()
 	ctx := t.Context()
@@ -51,10 +51,7 @@ func setup(t testing.TB, db *sqlx.DB) *bundle {
 	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = pub.Close() })
-	b := &bundle{db: db, js: js, pub: pub}
-	b.relay = outbox.NewRelay(db, pub, outbox.RelayConfig{PollInterval: 20 * time.Millisecond})
-	b.run(t, b.relay.Run)
-	return b
+	return &bundle{db: db, js: js, pub: pub}
 }
 
 // run runs fn until the test ends, and checks it returned nil.
@@ -72,14 +69,20 @@ func (b *bundle) run(t testing.TB, fn func(context.Context) error) {
 // participant starts a participant for service on b with handlers registered by reg.
 func (b *bundle) participant(t testing.TB, cfg participant.Config, reg func(p *participant.Participant)) *participant.Participant {
 	t.Helper()
-	cfg.Service, cfg.DB, cfg.JetStream, cfg.OnCommit = service, b.db, b.js, b.relay.Wake
+	cfg.Service = service
 	if cfg.NakDelay == 0 {
 		cfg.NakDelay = 20 * time.Millisecond
 	}
-	p, err := participant.New(cfg)
+	if cfg.Relay == nil && !cfg.DisableRelay {
+		cfg.Relay = &outbox.RelayConfig{PollInterval: 20 * time.Millisecond}
+	}
+	p, err := participant.New(b.db, b.js, &cfg)
 	require.NoError(t, err)
 	reg(p)
-	b.run(t, p.Run)
+	// Start returns once the participant consumes, so what a test sends next finds every replica
+	// ready.
+	require.NoError(t, p.Start(t.Context()))
+	t.Cleanup(func() { require.NoError(t, p.Stop(context.Background())) })
 	return p
 }
 
@@ -435,6 +438,54 @@ func TestParticipant(t *testing.T) {
 		})
 	})
 
+	t.Run("RejectGoesToDLQAtOnceWithoutEffect", func(t *testing.T) {
+		t.Parallel()
+		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+			b := setup(t, db)
+			var calls atomic.Int32
+			b.participant(t, participant.Config{MaxDeliver: 5}, func(p *participant.Participant) {
+				p.Handle("Do", effect(&calls, func(int32, participant.Command) (participant.Result, error) {
+					return participant.Result{}, participant.Reject(errors.New("card network says this order is fraudulent"))
+				}))
+			})
+			dead := b.dead(t)
+			c := command("s1", "one", "Do", protocol.ActionForward, 1)
+			b.send(t, c)
+			m := next(t, dead)
+			require.Equal(t, bus.DLQPrefix+c.Subject(), m.Subject())
+			require.Contains(t, m.Headers().Get(bus.HeaderDLQReason), "fraudulent")
+			require.Equal(t, "1", m.Headers().Get(bus.HeaderDLQDeliveries), "a rejected command is not redelivered")
+			require.Equal(t, int32(1), calls.Load())
+			require.Equal(t, 0, b.effects(t, "s1", "one", "forward"), "the handler's writes are rolled back")
+			var rows int
+			require.NoError(t, db.GetContext(t.Context(), &rows, `SELECT COUNT(*) FROM sagaflow_barrier`))
+			require.Equal(t, 0, rows, "nothing is recorded for a rejected command")
+		})
+	})
+
+	t.Run("ReplyOutsideSagaReplyIsRefused", func(t *testing.T) {
+		t.Parallel()
+		b := setup(t, dbtest.Open(t, "sqlite"))
+		var calls atomic.Int32
+		b.participant(t, participant.Config{}, func(p *participant.Participant) {
+			p.Handle("Do", effect(&calls, func(int32, participant.Command) (participant.Result, error) { return participant.Success(nil), nil }))
+		})
+		dead := b.dead(t)
+		for _, replyTo := range []string{"events.travel.injected", "x.y.z", "saga.reply.a.b", "saga.cmd.svc.Do", "saga.reply.>"} {
+			c := command("s-"+replyTo, "one", "Do", protocol.ActionForward, 1)
+			c.ReplyTo = replyTo
+			b.send(t, c)
+			m := next(t, dead)
+			require.Equal(t, bus.DLQPrefix+c.Subject(), m.Subject())
+			require.Contains(t, m.Headers().Get(bus.HeaderDLQReason), participant.ErrReplyTo.Error())
+			require.Contains(t, m.Headers().Get(bus.HeaderDLQReason), replyTo)
+		}
+		require.Equal(t, int32(0), calls.Load(), "a command with a forged reply subject is never executed")
+		var rows int
+		require.NoError(t, b.db.GetContext(t.Context(), &rows, `SELECT COUNT(*) FROM sagaflow_outbox`))
+		require.Equal(t, 0, rows, "nothing was written for the forged reply subjects")
+	})
+
 	t.Run("ReplicasShareWorkEffectsOnce", func(t *testing.T) {
 		t.Parallel()
 		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
@@ -543,9 +594,9 @@ func TestForwardRacingCompensation(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
-	_, err := participant.New(participant.Config{Service: "Bad Name", Batch: -1})
+	_, err := participant.New(nil, nil, &participant.Config{Service: "Bad Name", Batch: -1})
 	require.Error(t, err)
-	for _, want := range []string{"Service", "DB", "JetStream", "Batch"} {
+	for _, want := range []string{"Service", "db: required", "js: required", "Batch"} {
 		require.Contains(t, err.Error(), want)
 	}
 }
@@ -553,7 +604,7 @@ func TestNewValidates(t *testing.T) {
 func TestStartStop(t *testing.T) {
 	t.Parallel()
 	b := setup(t, dbtest.Open(t, "sqlite"))
-	p, err := participant.New(participant.Config{Service: service, DB: b.db, JetStream: b.js, OnCommit: b.relay.Wake})
+	p, err := participant.New(b.db, b.js, &participant.Config{Service: service})
 	require.NoError(t, err)
 	var calls atomic.Int32
 	p.Handle("Do", effect(&calls, func(int32, participant.Command) (participant.Result, error) { return participant.Success(nil), nil }))

@@ -42,4 +42,8 @@ status=0
 go test -count=1 -timeout 15m $plain_pkgs || status=$?
 # shellcheck disable=SC2086
 go test -count=1 -race -timeout 20m -p 2 $race_pkgs || status=$?
+# The example that is its own Go module: a participant service built only on the public packages,
+# proof that a service outside this repository can use the SDK.
+log "examples/travel (its own module)"
+(cd examples/travel && go vet ./... && go test -count=1 -race -timeout 10m ./...) || status=$?
 exit $status

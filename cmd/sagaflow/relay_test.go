@@ -30,7 +30,7 @@ func TestRelayServesMetrics(t *testing.T) {
 	require.NoError(t, outbox.Migrate(t.Context(), db))
 	tx, err := db.BeginTxx(t.Context(), nil)
 	require.NoError(t, err)
-	w := outbox.NewWriter(sqldb.SQLite, outbox.WriterConfig{})
+	w := outbox.NewWriter(db, nil)
 	for range 3 {
 		require.NoError(t, w.Write(t.Context(), tx, "saga.cmd.billing.Invoice", message.NewMessage("", []byte(`{}`))))
 	}

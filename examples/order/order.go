@@ -1,6 +1,6 @@
 // Package order is the order-fulfilment example: the saga input, a generator of random orders,
 // and the failure injection its four services share. The services live in the sub-packages
-// orders, inventory, payment and shipping (each with its own database and migrations), the
+// orders, inventory, payment and shipping (each with its own database and schema), the
 // definition in order-fulfilment.yaml, the load driver with the invariant checker in driver, and
 // a process per service in cmd/order-service.
 package order

@@ -8,12 +8,11 @@ import (
 
 	"github.com/sagaflow/sagaflow/definitions"
 	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/examples/order/inventory"
 	"github.com/sagaflow/sagaflow/examples/order/orders"
 	"github.com/sagaflow/sagaflow/examples/order/payment"
 	"github.com/sagaflow/sagaflow/examples/order/shipping"
-	"github.com/sagaflow/sagaflow/internal/natstest"
-	"github.com/sagaflow/sagaflow/internal/sqlitetest"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
@@ -35,8 +34,8 @@ func TestServicesMatchDefinition(t *testing.T) {
 	}
 	require.ElementsMatch(t, order.Services, keys(want))
 
-	js := natstest.New(t, nil).JetStream(t)
-	db := sqlitetest.New(t)
+	js := ordertest.JetStream(t, ordertest.NATS(t))
+	db := ordertest.SQLite(t)
 	register := map[string]func(p *participant.Participant){
 		order.ServiceOrder:     func(p *participant.Participant) { orders.Register(p, orders.Options{}) },
 		order.ServiceInventory: func(p *participant.Participant) { inventory.Register(p, inventory.Options{}) },
@@ -44,7 +43,7 @@ func TestServicesMatchDefinition(t *testing.T) {
 		order.ServiceShipping:  func(p *participant.Participant) { shipping.Register(p, shipping.Options{}) },
 	}
 	for _, svc := range order.Services {
-		p, err := participant.New(participant.Config{Service: svc, DB: db, JetStream: js})
+		p, err := participant.New(db, js, &participant.Config{Service: svc})
 		require.NoError(t, err)
 		register[svc](p)
 		fwd, comp := p.Commands()

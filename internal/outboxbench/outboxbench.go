@@ -281,7 +281,7 @@ func (e *env) raw(cfg Config) (float64, error) {
 // writeOutbox commits n messages to subject through the outbox Writer with cfg.Writers
 // goroutines, calling committed with each transaction's message ids after its commit.
 func (e *env) writeOutbox(ctx context.Context, cfg Config, subject string, committed func([]string)) error {
-	w := outbox.NewWriter(sqldb.Postgres, outbox.WriterConfig{})
+	w := outbox.NewWriter(e.db, nil)
 	return e.writers(ctx, cfg, func(n int) error {
 		msgs := make([]*message.Message, n)
 		for i := range msgs {
@@ -333,8 +333,9 @@ type ackRecorder struct {
 	want  int64
 }
 
-func newAckRecorder(pub message.Publisher, want int) *ackRecorder {
-	return &ackRecorder{Publisher: pub, acked: make(map[string]time.Time, want), done: make(chan struct{}), want: int64(want)}
+// newAckRecorder returns a recorder expecting want acknowledgements; runRelay sets its Publisher.
+func newAckRecorder(want int) *ackRecorder {
+	return &ackRecorder{acked: make(map[string]time.Time, want), done: make(chan struct{}), want: int64(want)}
 }
 
 func (r *ackRecorder) Publish(topic string, msgs ...*message.Message) error {
@@ -379,9 +380,13 @@ func (r *ackRecorder) wait(ctx context.Context) error {
 	}
 }
 
-// runRelay starts a relay over pub; stop ends it and waits.
-func (e *env) runRelay(ctx context.Context, pub message.Publisher) (stop func() error) {
-	r := outbox.NewRelay(e.db, pub, outbox.RelayConfig{BatchSize: 2000, Workers: 3, ListenDSN: e.dsn, PollInterval: 200 * time.Millisecond})
+// runRelay starts a relay whose publisher rec records; stop ends it and waits.
+func (e *env) runRelay(ctx context.Context, rec *ackRecorder) (stop func() error) {
+	r := outbox.NewRelay(e.db, e.js, &outbox.RelayConfig{BatchSize: 2000, Workers: 3, ListenDSN: e.dsn, PollInterval: 200 * time.Millisecond,
+		PublisherDecorator: func(pub message.Publisher) (message.Publisher, error) {
+			rec.Publisher = pub
+			return rec, nil
+		}})
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -391,23 +396,15 @@ func (e *env) runRelay(ctx context.Context, pub message.Publisher) (stop func() 
 	}
 }
 
-func (e *env) busPublisher() (*bus.Publisher, error) {
-	return bus.NewPublisher(e.js, bus.PublisherConfig{})
-}
-
 // relayThroughput commits a backlog, then times the relay draining it.
 func (e *env) relayThroughput(ctx context.Context, cfg Config) (float64, error) {
 	if err := e.writeOutbox(ctx, cfg, subjectRel, nil); err != nil {
 		return 0, err
 	}
-	pub, err := e.busPublisher()
-	if err != nil {
-		return 0, err
-	}
-	rec := newAckRecorder(pub, cfg.Messages)
+	rec := newAckRecorder(cfg.Messages)
 	begin := time.Now()
 	stop := e.runRelay(ctx, rec)
-	err = rec.wait(ctx)
+	err := rec.wait(ctx)
 	elapsed := time.Since(begin)
 	if serr := stop(); err == nil {
 		err = serr
@@ -420,11 +417,7 @@ func (e *env) relayThroughput(ctx context.Context, cfg Config) (float64, error) 
 
 // relayLatency runs writers and relay together and returns the p50 and p99 of commit → ack.
 func (e *env) relayLatency(ctx context.Context, cfg Config) (p50, p99 float64, err error) {
-	pub, err := e.busPublisher()
-	if err != nil {
-		return 0, 0, err
-	}
-	rec := newAckRecorder(pub, cfg.Messages)
+	rec := newAckRecorder(cfg.Messages)
 	stop := e.runRelay(ctx, rec)
 	var mu sync.Mutex
 	committedAt := make(map[string]time.Time, cfg.Messages)
@@ -511,7 +504,8 @@ func (e *env) forwarder(ctx context.Context, cfg Config) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	rec := newAckRecorder(natsPub, cfg.Messages)
+	rec := newAckRecorder(cfg.Messages)
+	rec.Publisher = natsPub
 	fwd, err := forwarder.NewForwarder(sub, rec, logger, forwarder.Config{ForwarderTopic: topic, CloseTimeout: 5 * time.Second})
 	if err != nil {
 		return 0, err

@@ -13,9 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/errgroup"
 
-	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/participant"
 )
@@ -23,14 +21,14 @@ import (
 // ParticipantConfig configures a participant node: one service's participant and the relay of
 // that service's own database.
 type ParticipantConfig struct {
-	// Participant configures the participant; its DB, JetStream, Logger and OnCommit are set by the node
-	// from the fields below. Service is required.
+	// Participant configures the participant; its Logger and Relay are set by the node from the
+	// fields below. Service is required.
 	Participant participant.Config
 	// DB is the service's database, already migrated (participant.Migrate and the service's own).
 	DB *sqlx.DB
 	// ListenDSN is DB's PostgreSQL DSN for LISTEN/NOTIFY; empty on SQLite.
 	ListenDSN string
-	// NATS is the connection to the bus; the streams must exist.
+	// NATS is the connection to the bus.
 	NATS *nats.Conn
 	// RegisterFunc registers the service's handlers.
 	RegisterFunc func(*participant.Participant) error
@@ -48,12 +46,11 @@ type ParticipantConfig struct {
 
 // ParticipantNode is a running (or ready to run) participant node.
 type ParticipantNode struct {
-	p     *participant.Participant
-	relay *outbox.Relay
-	pub   *bus.Publisher
+	p *participant.Participant
 }
 
-// NewParticipant builds a participant node.
+// NewParticipant builds a participant node: the participant, which runs the relay of its
+// database itself.
 func NewParticipant(cfg ParticipantConfig) (*ParticipantNode, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -67,34 +64,24 @@ func NewParticipant(cfg ParticipantConfig) (*ParticipantNode, error) {
 	}
 	logger := cfg.Logger.With("service", cfg.Participant.Service)
 	rcfg := cfg.RelayConfig
-	rcfg.Name = cmp.Or(rcfg.Name, cfg.Participant.Service)
 	rcfg.TracerProvider = cmp.Or(rcfg.TracerProvider, cfg.TracerProvider)
 	rcfg.MeterProvider = cmp.Or(rcfg.MeterProvider, cfg.MeterProvider)
-	relay, pub, err := newRelay(js, cfg.DB, cfg.ListenDSN, rcfg, cfg.WrapPublisherFunc, logger)
-	if err != nil {
-		return nil, err
-	}
+	rcfg.ListenDSN = cfg.ListenDSN
+	rcfg.Logger = logger.With("component", "relay")
+	rcfg.PublisherDecorator = decorator(cfg.WrapPublisherFunc)
 	pcfg := cfg.Participant
-	pcfg.DB, pcfg.JetStream, pcfg.Logger, pcfg.OnCommit = cfg.DB, js, logger.With("component", "participant"), relay.Wake
+	pcfg.Logger, pcfg.Relay = logger.With("component", "participant"), &rcfg
 	pcfg.TracerProvider = cmp.Or(pcfg.TracerProvider, cfg.TracerProvider)
 	pcfg.MeterProvider = cmp.Or(pcfg.MeterProvider, cfg.MeterProvider)
-	p, err := participant.New(pcfg)
+	p, err := participant.New(cfg.DB, js, &pcfg)
 	if err != nil {
-		_ = pub.Close()
 		return nil, fmt.Errorf("participant %s: %w", pcfg.Service, err)
 	}
 	if err := cfg.RegisterFunc(p); err != nil {
-		_ = pub.Close()
 		return nil, fmt.Errorf("participant %s: register handlers: %w", pcfg.Service, err)
 	}
-	return &ParticipantNode{p: p, relay: relay, pub: pub}, nil
+	return &ParticipantNode{p: p}, nil
 }
 
-// Run runs the participant and its relay until ctx is done.
-func (n *ParticipantNode) Run(ctx context.Context) error {
-	defer func() { _ = n.pub.Close() }()
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return wrapErr("relay", n.relay.Run(gctx)) })
-	g.Go(func() error { return wrapErr("participant", n.p.Run(gctx)) })
-	return g.Wait()
-}
+// Run runs the participant (and its relay) until ctx is done.
+func (n *ParticipantNode) Run(ctx context.Context) error { return n.p.Run(ctx) }

@@ -71,7 +71,6 @@ type Config struct {
 type Node struct {
 	cfg    Config
 	js     jetstream.JetStream
-	pub    *bus.Publisher
 	relay  *outbox.Relay
 	engine *engine.Engine
 	ln     net.Listener
@@ -109,10 +108,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		rcfg.Name = cmp.Or(rcfg.Name, "sagaflow")
 		rcfg.TracerProvider = cmp.Or(rcfg.TracerProvider, cfg.TracerProvider)
 		rcfg.MeterProvider = cmp.Or(rcfg.MeterProvider, cfg.MeterProvider)
-		n.relay, n.pub, err = newRelay(js, cfg.DB, cfg.ListenDSN, rcfg, cfg.WrapPublisherFunc, cfg.Logger)
-		if err != nil {
-			return nil, err
-		}
+		n.relay = newRelay(js, cfg.DB, cfg.ListenDSN, rcfg, cfg.WrapPublisherFunc, cfg.Logger)
 	}
 	ecfg := cfg.Engine
 	ecfg.DB, ecfg.JetStream, ecfg.Definitions = cfg.DB, js, cfg.Definitions
@@ -137,18 +133,19 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 
 // newRelay builds the relay of db publishing to js, its publisher wrapped by wrap when set.
 func newRelay(js jetstream.JetStream, db *sqlx.DB, listenDSN string, rcfg outbox.RelayConfig,
-	wrap func(message.Publisher) message.Publisher, logger *slog.Logger) (*outbox.Relay, *bus.Publisher, error) {
-	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
-	if err != nil {
-		return nil, nil, fmt.Errorf("publisher: %w", err)
-	}
-	var p message.Publisher = pub
-	if wrap != nil {
-		p = wrap(pub)
-	}
+	wrap func(message.Publisher) message.Publisher, logger *slog.Logger) *outbox.Relay {
 	rcfg.ListenDSN = listenDSN
 	rcfg.Logger = logger.With("component", "relay")
-	return outbox.NewRelay(db, p, rcfg), pub, nil
+	rcfg.PublisherDecorator = decorator(wrap)
+	return outbox.NewRelay(db, js, &rcfg)
+}
+
+// decorator turns a WrapPublisherFunc into the relay's publisher decorator (nil for nil).
+func decorator(wrap func(message.Publisher) message.Publisher) message.PublisherDecorator {
+	if wrap == nil {
+		return nil
+	}
+	return func(p message.Publisher) (message.Publisher, error) { return wrap(p), nil }
 }
 
 // Engine returns the node's engine: the Go client of the orchestrator.
@@ -205,9 +202,6 @@ func (n *Node) Run(ctx context.Context) error {
 }
 
 func (n *Node) close() {
-	if n.pub != nil {
-		_ = n.pub.Close() // nothing is in flight once the relay has stopped
-	}
 	if n.ln != nil {
 		_ = n.ln.Close() // already closed by Shutdown when the API ran
 	}

@@ -15,11 +15,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/examples/order/inventory"
 	"github.com/sagaflow/sagaflow/examples/order/orders"
 	"github.com/sagaflow/sagaflow/examples/order/payment"
 	"github.com/sagaflow/sagaflow/examples/order/shipping"
-	"github.com/sagaflow/sagaflow/internal/dbtest"
 )
 
 // shop is the four services' tables in one database, written directly as the services would.
@@ -135,7 +135,7 @@ func TestCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+			ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 				s := newShop(t, db)
 				s.completed("o-done", apple, banana)
 				s.compensated("o-undone", apple)
@@ -155,7 +155,7 @@ func TestCheck(t *testing.T) {
 
 func TestCheckWithOutcomes(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		s := newShop(t, db)
 		// The engine says completed, but the shipping service has no shipment.
 		s.exec(`INSERT INTO orders (order_id, saga_id, customer, items, amount_cents, status) VALUES ('o-1', 's', 'c', '[]', 1, 'created')`)
@@ -211,7 +211,7 @@ func (st *shopStarter) Wait(ctx context.Context, id string) (string, error) {
 
 func TestRun(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		s := newShop(t, db)
 		st := &shopStarter{s: s}
 		var progress bytes.Buffer
@@ -237,7 +237,7 @@ func TestRun(t *testing.T) {
 
 func TestRunCountsStuck(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		s := newShop(t, db)
 		rep, err := Run(t.Context(), Config{Orders: 3, Concurrency: 3, Starter: &shopStarter{s: s, hang: true},
 			DBs: s.dbs(), OrderTimeout: 50 * time.Millisecond})

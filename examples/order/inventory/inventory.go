@@ -8,7 +8,7 @@ package inventory
 import (
 	"context"
 	"database/sql"
-	"embed"
+	_ "embed" // the schema
 	"errors"
 	"fmt"
 	"slices"
@@ -16,15 +16,11 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/internal/migrate"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
-//go:embed migrations/*.sql
-var migrations embed.FS
-
-// Component names the service's migrations in sagaflow_migrations.
-const Component = "example-inventory"
+//go:embed schema.sql
+var schema string
 
 // Commands of the service, as order-fulfilment.yaml names them.
 const (
@@ -40,8 +36,7 @@ const (
 
 // Migrate creates the service's tables in db (its own database).
 func Migrate(ctx context.Context, db *sqlx.DB) error {
-	_, err := migrate.Apply(ctx, db, Component, migrations)
-	return err
+	return order.ApplySchema(ctx, db, "inventory", schema)
 }
 
 const seedStock = `INSERT INTO inventory_stock (sku, initial, available) VALUES (?, ?, ?) ON CONFLICT (sku) DO NOTHING`

@@ -5,22 +5,18 @@ package orders
 
 import (
 	"context"
-	"embed"
+	_ "embed" // the schema
 	"encoding/json"
 	"fmt"
 
 	"github.com/jmoiron/sqlx"
 
 	"github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/internal/migrate"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
-//go:embed migrations/*.sql
-var migrations embed.FS
-
-// Component names the service's migrations in sagaflow_migrations.
-const Component = "example-order"
+//go:embed schema.sql
+var schema string
 
 // Commands of the service, as order-fulfilment.yaml names them.
 const (
@@ -37,8 +33,7 @@ const (
 
 // Migrate creates the service's tables in db (its own database).
 func Migrate(ctx context.Context, db *sqlx.DB) error {
-	_, err := migrate.Apply(ctx, db, Component, migrations)
-	return err
+	return order.ApplySchema(ctx, db, "order", schema)
 }
 
 // Options configures the service; the zero value injects no failures.

@@ -5,7 +5,7 @@ package payment
 
 import (
 	"context"
-	"embed"
+	_ "embed" // the schema
 	"fmt"
 
 	"github.com/google/uuid"
@@ -15,15 +15,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/internal/migrate"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
-//go:embed migrations/*.sql
-var migrations embed.FS
-
-// Component names the service's migrations in sagaflow_migrations.
-const Component = "example-payment"
+//go:embed schema.sql
+var schema string
 
 // Commands of the service, as order-fulfilment.yaml names them.
 const (
@@ -39,8 +35,7 @@ const (
 
 // Migrate creates the service's tables in db (its own database).
 func Migrate(ctx context.Context, db *sqlx.DB) error {
-	_, err := migrate.Apply(ctx, db, Component, migrations)
-	return err
+	return order.ApplySchema(ctx, db, "payment", schema)
 }
 
 // Options configures the service; the zero value injects no failures.

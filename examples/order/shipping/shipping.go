@@ -4,7 +4,7 @@ package shipping
 
 import (
 	"context"
-	"embed"
+	_ "embed" // the schema
 	"encoding/json"
 	"fmt"
 
@@ -12,23 +12,18 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/internal/migrate"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
-//go:embed migrations/*.sql
-var migrations embed.FS
-
-// Component names the service's migrations in sagaflow_migrations.
-const Component = "example-shipping"
+//go:embed schema.sql
+var schema string
 
 // CommandSchedule is the service's command, as order-fulfilment.yaml names it.
 const CommandSchedule = "ScheduleShipping"
 
 // Migrate creates the service's tables in db (its own database).
 func Migrate(ctx context.Context, db *sqlx.DB) error {
-	_, err := migrate.Apply(ctx, db, Component, migrations)
-	return err
+	return order.ApplySchema(ctx, db, "shipping", schema)
 }
 
 // Options configures the service; the zero value injects no failures.

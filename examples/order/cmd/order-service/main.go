@@ -15,7 +15,6 @@ import (
 	"os/signal"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -24,9 +23,6 @@ import (
 
 	"github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/services"
-	"github.com/sagaflow/sagaflow/internal/bus"
-	"github.com/sagaflow/sagaflow/internal/sqldb"
-	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/participant"
 )
@@ -59,7 +55,7 @@ func parse(args []string) (flags, error) {
 	fs.BoolVar(&f.createStreams, "create-streams", true, "create or update Sagaflow's JetStream streams (single replica) at start")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fs.StringVar(&f.metrics, "metrics", "", "address to serve Prometheus metrics at /metrics (\"0.0.0.0:9464\"); empty: none")
-	fs.StringVar(&f.trace, "trace", telemetry.TracesAuto, "where spans go: "+strings.Join(telemetry.TraceModes, "|")+
+	fs.StringVar(&f.trace, "trace", "auto", "where spans go: "+strings.Join(traceModes, "|")+
 		" (auto: OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; OTEL_SERVICE_NAME defaults to --service)")
 	if err := fs.Parse(args); err != nil {
 		return f, err
@@ -71,8 +67,8 @@ func parse(args []string) (flags, error) {
 	if f.db == "" {
 		errs = append(errs, errors.New("--db is required"))
 	}
-	if !slices.Contains(telemetry.TraceModes, f.trace) {
-		errs = append(errs, fmt.Errorf("--trace %q: want one of %s", f.trace, strings.Join(telemetry.TraceModes, ", ")))
+	if !slices.Contains(traceModes, f.trace) {
+		errs = append(errs, fmt.Errorf("--trace %q: want one of %s", f.trace, strings.Join(traceModes, ", ")))
 	}
 	for name, r := range map[string]float64{"--payment-decline-rate": f.opts.PaymentDeclineRate, "--shipping-failure-rate": f.opts.ShippingFailureRate,
 		"--out-of-stock-rate": f.opts.OutOfStockRate, "--unavailable-rate": f.unavailable} {
@@ -108,14 +104,14 @@ func run(ctx context.Context, f flags) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("service", f.service)
 
-	tel, err := telemetry.Setup(ctx, telemetry.Config{ServiceName: f.service, Traces: f.trace})
+	tel, err := setupTelemetry(ctx, f.service, f.trace)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = tel.Shutdown(sctx) // flushes the last spans
+		_ = tel.shutdown(sctx) // flushes the last spans
 	}()
 	if f.metrics != "" {
 		ln, err := net.Listen("tcp", f.metrics)
@@ -123,13 +119,13 @@ func run(ctx context.Context, f flags) error {
 			return fmt.Errorf("--metrics: %w", err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", telemetry.MetricsHandler(tel.Registry))
+		mux.Handle("GET /metrics", tel.metricsHandler())
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = srv.Serve(ln) }()
 		defer srv.Close()
 	}
 
-	db, err := sqldb.Open(ctx, f.db)
+	db, err := order.OpenDB(ctx, f.db)
 	if err != nil {
 		return err
 	}
@@ -146,25 +142,16 @@ func run(ctx context.Context, f flags) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	if f.createStreams {
-		if err := bus.EnsureStreams(ctx, js, bus.StreamsConfig{}); err != nil {
-			return err
-		}
-	}
-	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
-	if err != nil {
-		return err
-	}
-	defer pub.Close()
-	relayCfg := outbox.RelayConfig{Logger: log, Name: f.service, TracerProvider: tel.Tracer, MeterProvider: tel.Meter}
-	if sqldb.DialectOf(db) == sqldb.Postgres {
+	relayCfg := outbox.RelayConfig{Logger: log, Name: f.service, TracerProvider: tel.tracer, MeterProvider: tel.meter}
+	if db.DriverName() == "postgres" {
 		relayCfg.ListenDSN = f.db
 	}
-	relay := outbox.NewRelay(db, pub, relayCfg)
-	p, err := participant.New(participant.Config{
-		Service: f.service, DB: db, JetStream: js, Logger: log,
-		Batch: f.batch, MaxDeliver: f.maxDeliver, OnCommit: relay.Wake,
-		TracerProvider: tel.Tracer, MeterProvider: tel.Meter,
+	// The participant runs the relay of the service's outbox itself, and (unless told not to)
+	// creates the streams it needs.
+	p, err := participant.New(db, js, &participant.Config{
+		Service: f.service, Logger: log, Batch: f.batch, MaxDeliver: f.maxDeliver,
+		Relay: &relayCfg, DisableStreamSetup: !f.createStreams,
+		TracerProvider: tel.tracer, MeterProvider: tel.meter,
 	})
 	if err != nil {
 		return err
@@ -172,22 +159,6 @@ func run(ctx context.Context, f flags) error {
 	if err := services.Register(f.service, p, f.opts); err != nil {
 		return err
 	}
-
-	// Both run until ctx ends; if one fails, the other is stopped too.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	for i, fn := range []func(context.Context) error{relay.Run, p.Run} {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if errs[i] = fn(ctx); errs[i] != nil {
-				cancel()
-			}
-		}()
-	}
-	log.InfoContext(ctx, "order example service running", "db", sqldb.Redact(f.db), "nats", f.nats)
-	wg.Wait()
-	return errors.Join(errs...)
+	log.InfoContext(ctx, "order example service running", "nats", f.nats)
+	return p.Run(ctx)
 }

@@ -3,17 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/internal/bus"
-	"github.com/sagaflow/sagaflow/internal/natstest"
-	"github.com/sagaflow/sagaflow/internal/protocol"
-	"github.com/sagaflow/sagaflow/internal/sqlitetest"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
+	"github.com/sagaflow/sagaflow/outbox"
 )
 
 func TestParseValidates(t *testing.T) {
@@ -29,32 +29,41 @@ func TestParseValidates(t *testing.T) {
 }
 
 // TestRunAnswersCommands runs the payment service's process wiring against a real JetStream and an
-// SQLite file, sends it a ChargePayment command, and reads the reply its relay publishes.
+// SQLite file, sends it a ChargePayment command written from the README's message contract with a
+// plain NATS client, and reads the reply its relay publishes.
 func TestRunAnswersCommands(t *testing.T) {
 	t.Parallel()
-	srv := natstest.New(t, nil)
-	f, err := parse([]string{"--service", "payment", "--db", "sqlite:" + sqlitetest.Path(t), "--nats", srv.URL(), "--log-level", "warn"})
+	srv := ordertest.NATS(t)
+	f, err := parse([]string{"--service", "payment", "--db", "sqlite:" + filepath.Join(t.TempDir(), "payment.db"),
+		"--nats", srv.ClientURL(), "--log-level", "warn"})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, f) }()
 
-	js := srv.JetStream(t)
-	require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamsConfig{}))
+	js := ordertest.JetStream(t, srv)
+	require.NoError(t, outbox.EnsureStreams(t.Context(), js, nil))
 	in, _ := json.Marshal(map[string]any{"input": order.Input{OrderID: "o-1", Customer: "c", Items: []order.Item{{SKU: "sku-fig", Qty: 1}}, AmountCents: 250}})
-	cmd := protocol.Command{MessageID: "m-1", SagaID: "s-1", Definition: order.Definition, Version: 1, Step: "charge-payment", Attempt: 1,
-		Action: protocol.ActionForward, Service: "payment", Name: "ChargePayment", ReplyTo: protocol.ReplySubject(order.Definition), Payload: in}
-	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
+	cmd := nats.NewMsg("saga.cmd.payment.ChargePayment")
+	cmd.Data = in
+	for k, v := range map[string]string{
+		"Nats-Msg-Id": "m-1", "Sagaflow-Saga-Id": "s-1", "Sagaflow-Definition": order.Definition,
+		"Sagaflow-Definition-Version": "1", "Sagaflow-Step": "charge-payment", "Sagaflow-Attempt": "1",
+		"Sagaflow-Action": "forward", "Sagaflow-Reply-To": "saga.reply." + order.Definition,
+	} {
+		cmd.Header.Set(k, v)
+	}
+	_, err = js.PublishMsg(t.Context(), cmd)
 	require.NoError(t, err)
-	defer pub.Close()
-	require.NoError(t, pub.Publish(cmd.Subject(), cmd.Message()))
 
-	c, err := js.OrderedConsumer(t.Context(), bus.StreamReplies, jetstream.OrderedConsumerConfig{})
+	c, err := js.OrderedConsumer(t.Context(), outbox.StreamReplies, jetstream.OrderedConsumerConfig{})
 	require.NoError(t, err)
-	m, err := c.Next(jetstream.FetchMaxWait(30 * time.Second))
+	m, err := c.Next(jetstream.FetchMaxWait(60 * time.Second))
 	require.NoError(t, err)
-	require.Equal(t, "success", m.Headers().Get(protocol.HeaderOutcome))
-	require.Equal(t, "s-1", m.Headers().Get(protocol.HeaderSagaID))
+	require.Equal(t, "saga.reply."+order.Definition, m.Subject())
+	require.Equal(t, "success", m.Headers().Get("Sagaflow-Outcome"))
+	require.Equal(t, "s-1", m.Headers().Get("Sagaflow-Saga-Id"))
+	require.Equal(t, "1", m.Headers().Get("Sagaflow-Attempt"))
 	require.Contains(t, string(m.Data()), `"amount_cents":250`)
 
 	cancel()

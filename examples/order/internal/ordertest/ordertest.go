@@ -1,5 +1,7 @@
-// Package ordertest holds what the tests of the order example's four services share: running a
-// handler in a transaction the way the participant does, counting rows, a sample order.
+// Package ordertest holds what the tests of the order example's four services share: a database of
+// each kind and an in-process NATS JetStream server per test, running a handler in a transaction
+// the way the participant does, counting rows, a sample order. It uses only public packages, as a
+// service outside this repository would.
 package ordertest
 
 import (
@@ -12,7 +14,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/internal/sqldb"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
@@ -27,7 +28,7 @@ func Handle(t *testing.T, db *sqlx.DB, h participant.Handler, saga string, in or
 	cmd := participant.Command{SagaID: saga, Definition: order.Definition, Version: 1, Step: "step", Attempt: 1, BusinessKey: in.OrderID, Data: data}
 	var res participant.Result
 	var herr error
-	err = sqldb.InTx(t.Context(), db, func(tx *sqlx.Tx) error {
+	err = inTx(t.Context(), db, func(tx *sqlx.Tx) error {
 		res, herr = h(t.Context(), tx, cmd)
 		if herr != nil || res.Outcome() != "success" {
 			return errNotSuccess
@@ -59,4 +60,17 @@ func Cancelled() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx
+}
+
+// inTx runs fn in a transaction of db that commits when fn returns nil.
+func inTx(ctx context.Context, db *sqlx.DB, fn func(tx *sqlx.Tx) error) error {
+	tx, err := db.BeginTxx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
 }

@@ -1,4 +1,4 @@
-CREATE TABLE shipping_shipments (
+CREATE TABLE IF NOT EXISTS shipping_shipments (
     id         TEXT      PRIMARY KEY,
     order_id   TEXT      NOT NULL,
     saga_id    TEXT      NOT NULL,
@@ -6,4 +6,4 @@ CREATE TABLE shipping_shipments (
     status     TEXT      NOT NULL DEFAULT 'scheduled' CHECK (status IN ('scheduled')),
     created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
-CREATE INDEX shipping_shipments_order ON shipping_shipments (order_id);
+CREATE INDEX IF NOT EXISTS shipping_shipments_order ON shipping_shipments (order_id);

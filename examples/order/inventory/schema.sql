@@ -1,9 +1,9 @@
-CREATE TABLE inventory_stock (
+CREATE TABLE IF NOT EXISTS inventory_stock (
     sku       TEXT   PRIMARY KEY,
     initial   BIGINT NOT NULL,
     available BIGINT NOT NULL CHECK (available >= 0)
 );
-CREATE TABLE inventory_reservations (
+CREATE TABLE IF NOT EXISTS inventory_reservations (
     saga_id     TEXT      NOT NULL,
     sku         TEXT      NOT NULL,
     order_id    TEXT      NOT NULL,
@@ -13,4 +13,4 @@ CREATE TABLE inventory_reservations (
     released_at TIMESTAMP,
     PRIMARY KEY (saga_id, sku)
 );
-CREATE INDEX inventory_reservations_order ON inventory_reservations (order_id);
+CREATE INDEX IF NOT EXISTS inventory_reservations_order ON inventory_reservations (order_id);

@@ -1,5 +1,5 @@
 -- The payments ledger: charges, and refunds that each point at the charge they return.
-CREATE TABLE payment_ledger (
+CREATE TABLE IF NOT EXISTS payment_ledger (
     id           TEXT      PRIMARY KEY,
     order_id     TEXT      NOT NULL,
     saga_id      TEXT      NOT NULL,
@@ -8,5 +8,5 @@ CREATE TABLE payment_ledger (
     charge_id    TEXT,
     created_at   TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP
 );
-CREATE INDEX payment_ledger_order ON payment_ledger (order_id);
-CREATE INDEX payment_ledger_saga ON payment_ledger (saga_id);
+CREATE INDEX IF NOT EXISTS payment_ledger_order ON payment_ledger (order_id);
+CREATE INDEX IF NOT EXISTS payment_ledger_saga ON payment_ledger (saga_id);

@@ -1,4 +1,4 @@
-CREATE TABLE orders (
+CREATE TABLE IF NOT EXISTS orders (
     order_id     TEXT      PRIMARY KEY,
     saga_id      TEXT      NOT NULL,
     customer     TEXT      NOT NULL,
