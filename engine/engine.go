@@ -65,11 +65,11 @@ func New(cfg Config) (*Engine, error) {
 		log:    cfg.Logger.With("component", "engine"),
 		store:  newStore(dialect),
 		outbox: cfg.Outbox,
-		inbox:  outbox.NewInbox(dialect, cfg.ReplyConsumer),
+		inbox:  outbox.NewInbox(cfg.DB, cfg.ReplyConsumer),
 		timers: newTimers(),
 	}
 	if e.outbox == nil {
-		e.outbox = outbox.NewWriter(dialect, outbox.WriterConfig{})
+		e.outbox = outbox.NewWriter(cfg.DB, nil)
 	}
 	return e, nil
 }
@@ -96,8 +96,9 @@ func (e *Engine) Start(ctx context.Context, definition, businessKey string, inpu
 }
 
 // StartTx is Start inside the caller's transaction: the instance and its first command exist if
-// and only if the caller commits. After the commit, the relay publishes the command on its next
-// poll (or NOTIFY); call the relay's Wake to hurry it.
+// and only if the caller commits. After the commit, the relay claims and publishes the command on
+// its next poll or NOTIFY, once the row is older than the relay's RelayConfig.ClaimDelay (the
+// engine cannot see the caller's commit, so it cannot publish it from memory).
 func (e *Engine) StartTx(ctx context.Context, sqlTx *sqlx.Tx, definition, businessKey string, input json.RawMessage, opts StartOptions) (string, error) {
 	id, t, err := e.start(ctx, sqlTx, definition, businessKey, input, opts)
 	if err == nil && t != nil {
@@ -225,12 +226,13 @@ func (e *Engine) History(ctx context.Context, id string) ([]HistoryEntry, error)
 }
 
 // Wait returns the instance with id once it is finished (completed, compensated or failed), or
-// ctx's error. It returns as soon as this Engine commits the end of the saga, and otherwise polls
-// the database with a backoff from 5ms to 1s, so it also sees instances other replicas finish.
+// ctx's error. It is woken as soon as this Engine commits the end of the saga; a saga another
+// replica finishes is seen by a slow poll of the database (once a second), so Wait costs one read
+// per second at most, not a tight loop.
 func (e *Engine) Wait(ctx context.Context, id string) (*Instance, error) {
 	done, stop := e.waiters.add(id)
 	defer stop()
-	delay := 5 * time.Millisecond
+	const delay = time.Second
 	for {
 		inst, err := e.Get(ctx, id)
 		if err != nil {
@@ -248,7 +250,6 @@ func (e *Engine) Wait(ctx context.Context, id string) (*Instance, error) {
 			timer.Stop()
 		case <-timer.C:
 		}
-		delay = min(delay*2, time.Second)
 	}
 }
 
