@@ -55,8 +55,13 @@ type Config struct {
 	// woken when another replica writes a near deadline; when set, transactions that write a
 	// deadline due within TimerInterval send a NOTIFY. Empty: in-process wake-ups and the poll only.
 	ListenDSN string
+	// Relay, when set, is the relay of DB's outbox running in this process: after each commit the
+	// engine hands it the commands it wrote (outbox.Relay.Committed), which it publishes at once
+	// from memory; their rows stay the durable copy. Give that relay a RelayConfig.ClaimDelay
+	// (the orchestrator node uses 2s) so it does not also claim rows still being published.
+	Relay *outbox.Relay
 	// OnCommit, when set, is called after every committed transaction of the engine that wrote
-	// outbox rows: dev mode passes the relay's Wake.
+	// outbox rows (for a relay in this process that does not publish from memory: its Wake).
 	OnCommit func()
 	// TracerProvider records each saga's trace (see TraceIDGenerator); nil means the global
 	// provider (otel.GetTracerProvider).

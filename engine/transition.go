@@ -202,6 +202,9 @@ func (t *tx) writeOutbox(ctx context.Context) error {
 // transaction's spans, metrics and logs.
 func (t *tx) committed(ctx context.Context) {
 	t.report(ctx)
+	if len(t.msgs) > 0 && t.e.cfg.Relay != nil {
+		t.e.cfg.Relay.Committed("", t.msgs...) // each message carries its subject
+	}
 	if len(t.msgs) > 0 && t.e.cfg.OnCommit != nil {
 		t.e.cfg.OnCommit()
 	}

@@ -74,5 +74,5 @@ func (i *Inbox) Prune(ctx context.Context, db *sqlx.DB, olderThan time.Duration)
 	if olderThan <= 0 {
 		return 0, fmt.Errorf("inbox %s: prune: olderThan %s must be positive", i.consumer, olderThan)
 	}
-	return storage{i.dialect}.pruneInbox(ctx, db, i.consumer, olderThan)
+	return storage{dialect: i.dialect}.pruneInbox(ctx, db, i.consumer, olderThan)
 }

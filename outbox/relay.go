@@ -63,6 +63,11 @@ type RelayConfig struct {
 	// sagaflow.outbox.backlog, .oldest_unpublished_age and .quarantined (read from the database at
 	// each collection while Run runs). Default: the global provider (otel.GetMeterProvider).
 	MeterProvider metric.MeterProvider
+	// ClaimDelay leaves rows younger than this to the process that wrote them, which publishes them
+	// from memory (Relay.Committed): the claim only picks up what that missed (a failed publish, a
+	// crash). 0 (the default) claims every committed row; the participant and the orchestrator
+	// node set 2s on their own relays.
+	ClaimDelay time.Duration
 	// PublisherDecorator, when set, wraps the JetStream publisher the relay builds in Run (metrics,
 	// fault injection in tests). The decorated publisher must pass the inner publisher's errors
 	// through unchanged: the relay reads from them which messages of a batch were not stored.
@@ -123,6 +128,10 @@ type Relay struct {
 	published   atomic.Int64
 	quarantined atomic.Int64
 	tel         relayTelemetry
+
+	// direct holds the messages Committed hands over (see direct.go).
+	direct        chan *message.Message
+	directDropped atomic.Int64
 }
 
 // NewRelay returns a relay reading db's outbox (PostgreSQL or SQLite, detected from db's driver)
@@ -136,6 +145,8 @@ func NewRelay(db *sqlx.DB, js jetstream.JetStream, cfg *RelayConfig) *Relay {
 	}
 	d := sqldb.DialectOf(db)
 	r := &Relay{db: db, js: js, cfg: c.withDefaults(d), store: storage{dialect: d}}
+	r.store.claimDelay = r.cfg.ClaimDelay
+	r.direct = make(chan *message.Message, 4*r.cfg.BatchSize)
 	r.tel = newRelayTelemetry(r.cfg)
 	for range r.cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
@@ -238,6 +249,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			r.work(ctx, r.wake[i])
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.sendDirect(ctx)
+	}()
 	wg.Wait()
 	return nil
 }

@@ -58,7 +58,8 @@ type outboxRow struct {
 
 // storage runs the outbox's queries in one dialect.
 type storage struct {
-	dialect sqldb.Dialect
+	dialect    sqldb.Dialect
+	claimDelay time.Duration // rows younger than this are left to Committed (see direct.go)
 }
 
 func (s storage) bind(q string) string { return sqlx.Rebind(bindType(s.dialect), q) }
@@ -75,6 +76,10 @@ func (s storage) claim(ctx context.Context, q sqlx.QueryerContext, limit int) ([
 	query := claimSQLite
 	if s.dialect == sqldb.Postgres {
 		query = claimPostgres
+	}
+	if age := s.claimAge(s.claimDelay); age != "" {
+		const outer = "WHERE published_at IS NULL AND quarantined_at IS NULL"
+		query = strings.Replace(query, outer, outer+age, 1)
 	}
 	var rows []outboxRow
 	if err := sqlx.SelectContext(ctx, q, &rows, query, limit); err != nil {

@@ -81,11 +81,14 @@ func (p *Participant) process(ctx context.Context, batch []*job) {
 			cmp.Compare(a.cmd.Action, b.cmd.Action))
 	})
 	var results []error
+	var sent replies
 	err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) (err error) {
-		results, err = p.handleBatch(ctx, tx, batch)
+		results, sent, err = p.handleBatch(ctx, tx, batch)
 		return err
 	})
-	if err != nil {
+	if err == nil {
+		p.committed(sent)
+	} else {
 		results = make([]error, len(batch))
 		if len(batch) == 1 {
 			results[0] = err
@@ -96,28 +99,28 @@ func (p *Participant) process(ctx context.Context, batch []*job) {
 			}
 		}
 	}
-	replied := false
 	for i, j := range batch {
-		replied = replied || results[i] == nil
 		j.done <- results[i]
-	}
-	if replied {
-		p.committed()
 	}
 }
 
 // single handles j in a transaction of its own.
 func (p *Participant) single(ctx context.Context, j *job) error {
 	var results []error
+	var sent replies
 	err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) (err error) {
-		results, err = p.handleBatch(ctx, tx, []*job{j})
+		results, sent, err = p.handleBatch(ctx, tx, []*job{j})
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	p.committed(sent)
 	return results[0]
 }
+
+// replies are the reply messages a transaction wrote to the outbox, by subject.
+type replies map[string][]*message.Message
 
 // answer is what a job gets: a result to reply with, or a transient error.
 type answer struct {
@@ -134,7 +137,7 @@ type answer struct {
 // under a savepoint, and one statement records all outcomes. Compensations follow, one by one (they
 // are rarer and read their forward's outcome, which may have been decided in this same batch).
 // Finally one statement per reply subject writes every reply to the outbox.
-func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job) ([]error, error) {
+func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job) ([]error, replies, error) {
 	b := barrier{tx: tx}
 	answers := make([]answer, len(batch))
 	owner := map[key]int{} // the job that handles a key; later jobs with the same key copy its answer
@@ -150,14 +153,14 @@ func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job
 	}
 	if len(keys) > 0 {
 		if err := p.forwards(ctx, b, batch, answers, owner, keys); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	for i, j := range batch {
 		if j.cmd.Action == protocol.ActionCompensate {
 			var err error
 			if answers[i], err = p.compensation(ctx, b, j); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		} else if o := owner[keyOf(&j.cmd)]; o != i {
 			answers[i] = answers[o]
@@ -312,9 +315,9 @@ func call(ctx context.Context, tx *sqlx.Tx, h Handler, cmd Command) (res Result,
 //
 // Each reply is a new message (new id) that echoes its command's attempt, so the orchestrator takes
 // a replayed answer as the answer to the attempt it is waiting for.
-func (p *Participant) replies(ctx context.Context, tx *sqlx.Tx, batch []*job, answers []answer) ([]error, error) {
+func (p *Participant) replies(ctx context.Context, tx *sqlx.Tx, batch []*job, answers []answer) ([]error, replies, error) {
 	results := make([]error, len(batch))
-	bySubject := map[string][]*message.Message{}
+	bySubject := replies{}
 	var subjects []string
 	now := time.Now()
 	for i, j := range batch {
@@ -342,8 +345,8 @@ func (p *Participant) replies(ctx context.Context, tx *sqlx.Tx, batch []*job, an
 	}
 	for _, s := range subjects {
 		if err := p.outbox.Write(ctx, tx, s, bySubject[s]...); err != nil {
-			return nil, fmt.Errorf("write %d replies to outbox: %w", len(bySubject[s]), err)
+			return nil, nil, fmt.Errorf("write %d replies to outbox: %w", len(bySubject[s]), err)
 		}
 	}
-	return results, nil
+	return results, bySubject, nil
 }

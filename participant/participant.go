@@ -114,6 +114,7 @@ func New(db *sqlx.DB, js jetstream.JetStream, cfg *Config) (*Participant, error)
 			rc = *c.Relay
 		}
 		rc.Name = cmp.Or(rc.Name, c.Service)
+		rc.ClaimDelay = cmp.Or(rc.ClaimDelay, DefaultClaimDelay)
 		rc.Logger = cmp.Or(rc.Logger, c.Logger)
 		rc.TracerProvider = cmp.Or(rc.TracerProvider, c.TracerProvider)
 		rc.MeterProvider = cmp.Or(rc.MeterProvider, c.MeterProvider)
@@ -122,14 +123,22 @@ func New(db *sqlx.DB, js jetstream.JetStream, cfg *Config) (*Participant, error)
 	return p, nil
 }
 
+// DefaultClaimDelay is the participant's relay's RelayConfig.ClaimDelay unless Config.Relay sets
+// one: replies are published from memory right after their transaction commits, and the relay
+// claims only rows that path missed and that are older than this.
+const DefaultClaimDelay = 2 * time.Second
+
 // Relay returns the outbox relay this participant runs, or nil with Config.DisableRelay.
 func (p *Participant) Relay() *outbox.Relay { return p.relay }
 
 // committed is called after a transaction that wrote replies has committed: the participant's own
-// relay publishes them at once instead of at its next poll or notification.
-func (p *Participant) committed() {
-	if p.relay != nil {
-		p.relay.Wake()
+// relay publishes them at once from memory; their rows are the fallback if that fails.
+func (p *Participant) committed(sent replies) {
+	if p.relay == nil {
+		return
+	}
+	for subject, msgs := range sent {
+		p.relay.Committed(subject, msgs...)
 	}
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/sagaflow/sagaflow/engine/httpapi"
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/outbox"
+	"github.com/sagaflow/sagaflow/participant"
 )
 
 // Config configures an orchestrator node.
@@ -106,6 +107,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	if cfg.Relay {
 		rcfg := cfg.RelayConfig
 		rcfg.Name = cmp.Or(rcfg.Name, "sagaflow")
+		rcfg.ClaimDelay = cmp.Or(rcfg.ClaimDelay, participant.DefaultClaimDelay)
 		rcfg.TracerProvider = cmp.Or(rcfg.TracerProvider, cfg.TracerProvider)
 		rcfg.MeterProvider = cmp.Or(rcfg.MeterProvider, cfg.MeterProvider)
 		n.relay = newRelay(js, cfg.DB, cfg.ListenDSN, rcfg, cfg.WrapPublisherFunc, cfg.Logger)
@@ -116,7 +118,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	ecfg.TracerProvider = cmp.Or(ecfg.TracerProvider, cfg.TracerProvider)
 	ecfg.MeterProvider = cmp.Or(ecfg.MeterProvider, cfg.MeterProvider)
 	if n.relay != nil {
-		ecfg.OnCommit = n.relay.Wake
+		ecfg.Relay = n.relay // the engine's commands go out from memory right after each commit
 	}
 	if n.engine, err = engine.New(ecfg); err != nil {
 		n.close()
