@@ -168,9 +168,14 @@ func TestMeter(t *testing.T) {
 		// A connection opened and closed during the work: its CPU is gone with it.
 		other, err := sqlx.Open("postgres", m.dsn)
 		require.NoError(t, err)
-		_, err = other.ExecContext(ctx, `SELECT 1`)
-		require.NoError(t, err)
+		var pid int
+		require.NoError(t, other.GetContext(ctx, &pid, `SELECT pg_backend_pid()`))
 		require.NoError(t, other.Close())
+		require.Eventually(t, func() bool { // the backend exits after the client has gone
+			var n int
+			err := m.stats.GetContext(ctx, &n, `SELECT count(*) FROM pg_stat_activity WHERE pid = $1`, pid)
+			return err == nil && n == 0
+		}, 30*time.Second, 10*time.Millisecond)
 		require.NoError(t, m.meter.Stop(ctx))
 		require.NoError(t, m.db.Close())
 		f, err := m.meter.Finish(ctx, 1)
