@@ -102,7 +102,10 @@ DATA/example-order.`,
 func runDev(cmd *cobra.Command, f devFlags) error {
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
-	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	stdout := cmd.OutOrStdout()
+	// The logger, the span exporter (--trace stdout) and the driver's progress write to stderr from
+	// several goroutines: one lock for all of them.
+	stderr := io.Writer(&lockedWriter{w: cmd.ErrOrStderr()})
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(f.logLevel)) // checked in PreRunE
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))

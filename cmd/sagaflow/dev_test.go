@@ -22,6 +22,7 @@ func TestDevExampleOrder(t *testing.T) {
 		Compensated int     `json:"compensated"`
 		Failed      int     `json:"failed"`
 		Stuck       int     `json:"stuck"`
+		Errors      int     `json:"errors"`
 		Violations  int     `json:"violations"`
 		ElapsedMS   float64 `json:"elapsed_ms"`
 		SagasPerS   float64 `json:"sagas_per_s"`
@@ -34,6 +35,7 @@ func TestDevExampleOrder(t *testing.T) {
 	t.Logf("report: %+v", report)
 	require.Equal(t, 200, report.Orders)
 	require.Zero(t, report.Stuck)
+	require.Zero(t, report.Errors)
 	require.Zero(t, report.Violations)
 	require.Zero(t, report.Failed)
 	require.Equal(t, 200, report.Completed+report.Compensated)

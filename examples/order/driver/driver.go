@@ -65,7 +65,8 @@ type Config struct {
 	// Seed makes the generated orders repeatable; 0: a random seed.
 	Seed int64
 	// OrderTimeout bounds the wait for one saga, counted from its start; a saga not finished by
-	// then counts as stuck. Default 2m.
+	// then counts as stuck. Default 2m. An order whose start or wait fails for another reason (the
+	// database answers with an error) counts as an error, not as stuck.
 	OrderTimeout time.Duration
 	// Prefix starts every order id; default "ord-<time-based run id>-", unique per run.
 	Prefix string
@@ -73,23 +74,26 @@ type Config struct {
 
 // Report is the outcome of a run, printed as one JSON line.
 type Report struct {
-	Orders      int     `json:"orders"`
-	Completed   int     `json:"completed"`
-	Compensated int     `json:"compensated"`
-	Failed      int     `json:"failed"`
-	Stuck       int     `json:"stuck"`
-	Violations  int     `json:"violations"`
-	ElapsedMS   int64   `json:"elapsed_ms"`
-	SagasPerS   float64 `json:"sagas_per_s"`
-	P50MS       float64 `json:"p50_ms"`
-	P99MS       float64 `json:"p99_ms"`
+	Orders      int `json:"orders"`
+	Completed   int `json:"completed"`
+	Compensated int `json:"compensated"`
+	Failed      int `json:"failed"`
+	Stuck       int `json:"stuck"`
+	// Errors counts the orders that could not be started or awaited (Run returns the causes).
+	Errors     int     `json:"errors"`
+	Violations int     `json:"violations"`
+	ElapsedMS  int64   `json:"elapsed_ms"`
+	SagasPerS  float64 `json:"sagas_per_s"`
+	P50MS      float64 `json:"p50_ms"`
+	P99MS      float64 `json:"p99_ms"`
 	// ViolationDetails says what each violation is; omitted when there is none.
 	ViolationDetails []string `json:"violation_details,omitempty"`
 }
 
 // Run places cfg.Orders orders, waits for them, checks the invariants and reports. It returns an
-// error for a bad configuration, for orders that could not be started (the report still counts
-// them as stuck), or when the check cannot read the databases.
+// error for a bad configuration, for orders that could not be started or awaited (an error other
+// than the order's timeout: the report counts them as errors, not as stuck, and the error says
+// why), or when the check cannot read the databases.
 func Run(ctx context.Context, cfg Config) (Report, error) {
 	if cfg.Concurrency == 0 {
 		cfg.Concurrency = 1
@@ -124,19 +128,22 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		mu        sync.Mutex
 		latencies []time.Duration
 		outcomes  = map[string]string{}
-		startErrs []error
+		orderErrs []error
 		finished  int
 	)
 	every := max(1, cfg.Orders/10)
-	record := func(orderID, status string, latency time.Duration, startErr error) {
+	record := func(orderID, status string, latency time.Duration, orderErr error) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch status {
-		case StatusCompleted:
+		switch {
+		case orderErr != nil:
+			rep.Errors++
+			orderErrs = append(orderErrs, orderErr)
+		case status == StatusCompleted:
 			rep.Completed++
-		case StatusCompensated:
+		case status == StatusCompensated:
 			rep.Compensated++
-		case StatusFailed:
+		case status == StatusFailed:
 			rep.Failed++
 		default:
 			rep.Stuck++
@@ -145,13 +152,10 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			latencies = append(latencies, latency)
 			outcomes[orderID] = status
 		}
-		if startErr != nil {
-			startErrs = append(startErrs, startErr)
-		}
 		finished++
 		if cfg.Progress != nil && (finished%every == 0 || finished == cfg.Orders) {
-			fmt.Fprintf(cfg.Progress, "orders: %d/%d finished (completed %d, compensated %d, failed %d, stuck %d)\n",
-				finished, cfg.Orders, rep.Completed, rep.Compensated, rep.Failed, rep.Stuck)
+			fmt.Fprintf(cfg.Progress, "orders: %d/%d finished (completed %d, compensated %d, failed %d, stuck %d, errors %d)\n",
+				finished, cfg.Orders, rep.Completed, rep.Compensated, rep.Failed, rep.Stuck, rep.Errors)
 		}
 	}
 
@@ -188,13 +192,20 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 		return rep, err
 	}
 	rep.Violations, rep.ViolationDetails = len(details), details
-	if len(startErrs) > 0 {
-		return rep, fmt.Errorf("%d order(s) could not be started: %w", len(startErrs), errors.Join(startErrs...))
+	if len(orderErrs) > 0 {
+		// The first few causes are enough to see what went wrong; a broken database gives them all.
+		const shown = 3
+		err := errors.Join(orderErrs[:min(shown, len(orderErrs))]...)
+		if len(orderErrs) > shown {
+			err = fmt.Errorf("%w\n(and %d more)", err, len(orderErrs)-shown)
+		}
+		return rep, fmt.Errorf("%d order(s) could not be started or awaited: %w", len(orderErrs), err)
 	}
 	return rep, nil
 }
 
-// place starts one order and waits for its saga.
+// place starts one order and waits for its saga. A saga not finished when the order's time is up
+// (or the run is interrupted) is stuck: no status, no error. Any other failure is an error.
 func place(ctx context.Context, cfg Config, in order.Input) (status string, latency time.Duration, err error) {
 	body, err := json.Marshal(in)
 	if err != nil {
@@ -209,7 +220,10 @@ func place(ctx context.Context, cfg Config, in order.Input) (status string, late
 	}
 	status, err = cfg.Starter.Wait(ctx, id)
 	if err != nil {
-		return "", 0, nil // not finished in time: stuck
+		if ctx.Err() != nil {
+			return "", 0, nil // not finished in time: stuck
+		}
+		return "", 0, fmt.Errorf("wait for order %s (saga %s): %w", in.OrderID, id, err)
 	}
 	return status, time.Since(t0), nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -176,6 +177,7 @@ type shopStarter struct {
 	s       *shop
 	started atomic.Int32
 	hang    bool
+	waitErr error // Wait fails with it at once
 }
 
 func (st *shopStarter) Start(ctx context.Context, key string, input json.RawMessage) (string, error) {
@@ -199,6 +201,9 @@ func (st *shopStarter) Start(ctx context.Context, key string, input json.RawMess
 }
 
 func (st *shopStarter) Wait(ctx context.Context, id string) (string, error) {
+	if st.waitErr != nil {
+		return "", st.waitErr
+	}
 	if st.hang {
 		<-ctx.Done()
 		return "", ctx.Err()
@@ -224,13 +229,13 @@ func TestRun(t *testing.T) {
 		require.Zero(t, rep.Stuck)
 		require.Zero(t, rep.Violations, "%v", rep.ViolationDetails)
 		require.GreaterOrEqual(t, rep.P99MS, rep.P50MS)
-		require.Contains(t, progress.String(), "orders: 20/20 finished (completed 10, compensated 10, failed 0, stuck 0)")
+		require.Contains(t, progress.String(), "orders: 20/20 finished (completed 10, compensated 10, failed 0, stuck 0, errors 0)")
 
 		line, err := json.Marshal(rep)
 		require.NoError(t, err)
 		var keys map[string]any
 		require.NoError(t, json.Unmarshal(line, &keys))
-		require.ElementsMatch(t, []string{"orders", "completed", "compensated", "failed", "stuck", "violations",
+		require.ElementsMatch(t, []string{"orders", "completed", "compensated", "failed", "stuck", "errors", "violations",
 			"elapsed_ms", "sagas_per_s", "p50_ms", "p99_ms"}, mapKeys(keys), "violation_details is omitted when empty")
 	})
 }
@@ -243,6 +248,23 @@ func TestRunCountsStuck(t *testing.T) {
 			DBs: s.dbs(), OrderTimeout: 50 * time.Millisecond})
 		require.NoError(t, err)
 		require.Equal(t, 3, rep.Stuck)
+		require.Zero(t, rep.Completed+rep.Compensated+rep.Failed)
+	})
+}
+
+// TestRunReportsWaitErrors: a saga whose wait fails (the database answered with an error) is an
+// error with its cause, not a stuck saga.
+func TestRunReportsWaitErrors(t *testing.T) {
+	t.Parallel()
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
+		s := newShop(t, db)
+		cause := errors.New("pq: terminating connection due to administrator command")
+		rep, err := Run(t.Context(), Config{Orders: 5, Concurrency: 2, Starter: &shopStarter{s: s, waitErr: cause}, DBs: s.dbs()})
+		require.ErrorIs(t, err, cause)
+		require.ErrorContains(t, err, "5 order(s) could not be started or awaited")
+		require.ErrorContains(t, err, "(and 2 more)")
+		require.Equal(t, 5, rep.Errors)
+		require.Zero(t, rep.Stuck)
 		require.Zero(t, rep.Completed+rep.Compensated+rep.Failed)
 	})
 }
