@@ -28,10 +28,11 @@ type RelayConfig struct {
 	BatchSize int
 	// PollInterval is the fallback poll when no wake-up comes; default 1s on PostgreSQL (which
 	// wakes the relay with LISTEN/NOTIFY when ListenDSN is set) and 100ms on SQLite (where only
-	// Wake does).
+	// Wake does); with a ClaimDelay, at least half of it.
 	PollInterval time.Duration
 	// ListenDSN, on PostgreSQL, is the DSN of a connection the relay LISTENs on to be woken by
 	// every commit that writes to the outbox (the same database and schema as db). Empty: poll.
+	// Not used with a ClaimDelay (the process that commits publishes from memory).
 	ListenDSN string
 	// Retention keeps published rows for this long (a replay source, should the bus lose them)
 	// and then prunes them in the background; 0 deletes a row as soon as it is acknowledged.
@@ -82,6 +83,10 @@ func (c RelayConfig) withDefaults(d sqldb.Dialect) RelayConfig {
 		c.PollInterval = time.Second
 		if d == sqldb.SQLite {
 			c.PollInterval = 100 * time.Millisecond
+		}
+		if c.ClaimDelay > 0 {
+			// Rows become claimable ClaimDelay after their commit at the earliest.
+			c.PollInterval = max(c.PollInterval, c.ClaimDelay/2)
 		}
 	}
 	if c.MaxAttempts <= 0 {
@@ -224,7 +229,9 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if r.store.dialect == sqldb.Postgres && r.cfg.ListenDSN != "" {
+	// With a ClaimDelay every row younger than it is published from memory by the process that
+	// wrote it, so a notification at commit could only wake the workers to claim nothing: poll.
+	if r.store.dialect == sqldb.Postgres && r.cfg.ListenDSN != "" && r.cfg.ClaimDelay == 0 {
 		l, err := r.listen(ctx)
 		if err != nil {
 			return err
