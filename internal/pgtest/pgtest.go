@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // PostgreSQL driver
 )
@@ -95,7 +97,8 @@ func SchemaDSN(t testing.TB) string {
 func New(t testing.TB) *sqlx.DB {
 	t.Helper()
 	dsn := SchemaDSN(t)
-	db, err := sqlx.Open("postgres", dsn)
+	db, err := sqlx.Open("postgres", sqldb.PostgresDSN(dsn)) // as production opens it
+
 	if err != nil {
 		t.Fatalf("open test schema: %v", err)
 	}
