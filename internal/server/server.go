@@ -138,7 +138,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 // newRelay builds the relay of db publishing to js, its publisher wrapped by wrap when set.
 func newRelay(js jetstream.JetStream, db *sqlx.DB, listenDSN string, rcfg outbox.RelayConfig,
 	wrap func(message.Publisher) message.Publisher, logger *slog.Logger) (*outbox.Relay, *bus.Publisher, error) {
-	pub, err := bus.NewPublisher(js, bus.PublisherConfig{})
+	pub, err := bus.NewPublisher(js, bus.PublisherConfig{Logger: logger.With("component", "relay"), MeterProvider: rcfg.MeterProvider})
 	if err != nil {
 		return nil, nil, fmt.Errorf("publisher: %w", err)
 	}
