@@ -61,6 +61,33 @@ func TestRelayServesMetrics(t *testing.T) {
 			strings.Contains(body, `sagaflow_outbox_backlog{outbox="billing"} 0`)
 	}, 20*time.Second, 50*time.Millisecond, "metrics:\n%s\nstderr:\n%s", body, &stderr)
 	require.Contains(t, body, `service_name="sagaflow-relay"`)
+
+	// Liveness and readiness beside /metrics: not ready while NATS is down, ready again after.
+	probe := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, _ := probe("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	code, body = probe("/readyz")
+	require.Equal(t, http.StatusOK, code, body)
+	ns.Stop()
+	require.Eventually(t, func() bool {
+		code, body = probe("/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, `"nats"`)
+	}, 2*time.Minute, 50*time.Millisecond, "readyz: %d %s", code, body)
+	code, _ = probe("/healthz")
+	require.Equal(t, http.StatusOK, code, "alive while NATS is down")
+	ns.Start()
+	require.Eventually(t, func() bool {
+		code, body = probe("/readyz")
+		return code == http.StatusOK
+	}, 2*time.Minute, 50*time.Millisecond, "readyz: %d %s", code, body)
 	cancel()
 	require.Equal(t, 0, <-done, stderr.String())
 }

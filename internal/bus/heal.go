@@ -214,3 +214,35 @@ func streamsFor(js jetstream.JetStream) StreamsConfig {
 func observedStreams(c jetstream.StreamConfig) StreamsConfig {
 	return StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates, MaxAge: c.MaxAge}
 }
+
+// KeepStreams checks every interval (default 5s) that each of Sagaflow's streams exists and
+// recreates those that do not, with the settings EnsureStreams applied on js's connection, until
+// ctx ends. A node runs it so that streams nobody happens to publish to or consume from yet (the
+// dead-letter stream after a lost store, say) come back too, and readiness (MissingStreams) turns
+// true again by itself. Failures (NATS down) are retried at the next tick.
+func KeepStreams(ctx context.Context, js jetstream.JetStream, interval time.Duration, log *slog.Logger, mp metric.MeterProvider) {
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	h := newHealer(js, log, mp)
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if js.Conn().Status() != nats.CONNECTED {
+			continue
+		}
+		for _, s := range streamSubjects {
+			cctx, cancel := context.WithTimeout(ctx, streamHealTimeout)
+			_, err := h.ensureStream(cctx, s.name)
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				h.log.DebugContext(ctx, "check stream", "stream", s.name, "err", err)
+			}
+		}
+	}
+}

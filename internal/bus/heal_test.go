@@ -258,3 +258,23 @@ func TestStreamOf(t *testing.T) {
 		})
 	}
 }
+
+func TestKeepStreams(t *testing.T) {
+	t.Parallel()
+	js, _ := setup(t)
+	obs := observe(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bus.KeepStreams(ctx, js, 50*time.Millisecond, obs.log, obs.mp)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+
+	require.NoError(t, js.DeleteStream(t.Context(), bus.StreamDLQ))
+	require.Eventually(t, func() bool {
+		missing, err := bus.MissingStreams(context.Background(), js)
+		return err == nil && len(missing) == 0
+	}, wait, 20*time.Millisecond, "the dead-letter stream, which nobody publishes to, is back")
+	require.Equal(t, int64(1), obs.recreated(t, "stream", bus.StreamDLQ))
+}
