@@ -29,7 +29,8 @@ import (
 
 // RecreatedMetric counts the streams and durable consumers this process found missing and
 // recreated, with the attributes kind ("stream" or "consumer") and name (the stream's name, or
-// "<stream>/<consumer>").
+// "<stream>/<consumer>"); Prometheus: sagaflow_bus_recreated_total. newHealer repeats the literal,
+// where internal/deploytest finds it.
 const RecreatedMetric = "sagaflow.bus.recreated"
 
 // meterScope is the instrumentation scope of this package's metrics.
@@ -56,7 +57,7 @@ func newHealer(js jetstream.JetStream, log *slog.Logger, mp metric.MeterProvider
 	if mp == nil {
 		mp = otel.GetMeterProvider()
 	}
-	counter, _ := mp.Meter(meterScope).Int64Counter(RecreatedMetric, metric.WithUnit("{resource}"),
+	counter, _ := mp.Meter(meterScope).Int64Counter("sagaflow.bus.recreated", metric.WithUnit("{resource}"),
 		metric.WithDescription("JetStream streams and durable consumers found missing and recreated by this process (kind=stream|consumer)."))
 	return &healer{js: js, log: log, counter: counter}
 }
