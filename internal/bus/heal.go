@@ -42,12 +42,43 @@ const (
 	kindConsumer = "consumer"
 )
 
+// settleTime is how long a stream or consumer must have been seen missing before it is recreated.
+// nats-server (v2.15) answers the pull requests of a consumer being deleted, and unregisters it,
+// before it removes its directory from the store: a consumer (or stream) recreated under the same
+// name inside that window has its fresh directory removed under it and fails later ("meta.inf.tmp:
+// no such file or directory"). Waiting a moment after first seeing the loss lets the deletion
+// finish; a lost store (a server restarted empty) has no deletion in flight and costs only this.
+const settleTime = time.Second
+
+// errNotSettled is returned while a missing stream or consumer waits out settleTime.
+var errNotSettled = errors.New("missing; waiting for its deletion to settle before recreating it")
+
 // healer recreates missing streams and consumers for one Publisher or Subscriber: it logs and
 // counts each recreation.
 type healer struct {
 	js      jetstream.JetStream
 	log     *slog.Logger
 	counter metric.Int64Counter
+
+	mu           sync.Mutex
+	missingSince map[string]time.Time // stream or "stream/consumer" → when first seen missing
+}
+
+// settled records that key is missing (or, with missing false, present) and reports whether it
+// has been missing for settleTime, so that it may be recreated.
+func (h *healer) settled(key string, missing bool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !missing {
+		delete(h.missingSince, key)
+		return false
+	}
+	since, ok := h.missingSince[key]
+	if !ok || time.Since(since) > time.Minute { // an old sighting: it came back in between
+		h.missingSince[key] = time.Now()
+		return false
+	}
+	return time.Since(since) >= settleTime
 }
 
 func newHealer(js jetstream.JetStream, log *slog.Logger, mp metric.MeterProvider) *healer {
@@ -59,7 +90,7 @@ func newHealer(js jetstream.JetStream, log *slog.Logger, mp metric.MeterProvider
 	}
 	counter, _ := mp.Meter(meterScope).Int64Counter("sagaflow.bus.recreated", metric.WithUnit("{resource}"),
 		metric.WithDescription("JetStream streams and durable consumers found missing and recreated by this process (kind=stream|consumer)."))
-	return &healer{js: js, log: log, counter: counter}
+	return &healer{js: js, log: log, counter: counter, missingSince: map[string]time.Time{}}
 }
 
 func (h *healer) recreated(ctx context.Context, kind, name string, attrs ...any) {
@@ -68,14 +99,20 @@ func (h *healer) recreated(ctx context.Context, kind, name string, attrs ...any)
 }
 
 // ensureStream creates the Sagaflow stream name when it does not exist, with the settings
-// remembered for the connection (streamsFor). It reports whether it created it.
+// remembered for the connection (streamsFor). It reports whether it created it. A stream is
+// recreated only once it has been seen missing for settleTime: until then ensureStream returns
+// errNotSettled, and the caller tries again.
 func (h *healer) ensureStream(ctx context.Context, name string) (bool, error) {
 	_, err := h.js.Stream(ctx, name)
 	if err == nil {
+		h.settled(name, false)
 		return false, nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNotFound) {
 		return false, fmt.Errorf("look up stream %s: %w", name, err)
+	}
+	if !h.settled(name, true) {
+		return false, fmt.Errorf("stream %s: %w", name, errNotSettled)
 	}
 	settings := streamsFor(h.js)
 	sc, err := StreamConfig(name, settings)
@@ -84,10 +121,12 @@ func (h *healer) ensureStream(ctx context.Context, name string) (bool, error) {
 	}
 	if _, err := h.js.CreateStream(ctx, sc); err != nil {
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			h.settled(name, false)
 			return false, nil // another process recreated it a moment ago
 		}
 		return false, fmt.Errorf("recreate stream %s: %w", name, err)
 	}
+	h.settled(name, false)
 	settings = settings.withDefaults()
 	h.recreated(ctx, kindStream, name, "subjects", sc.Subjects, "replicas", settings.Replicas, "duplicates", settings.Duplicates)
 	return true, nil
@@ -167,7 +206,7 @@ func (h *streamHeal) healStreams(failures []MessageError) {
 	ctx, cancel := context.WithTimeout(context.Background(), streamHealTimeout)
 	defer cancel()
 	for _, name := range names {
-		if _, err := h.ensureStream(ctx, name); err != nil {
+		if _, err := h.ensureStream(ctx, name); err != nil && !errors.Is(err, errNotSettled) {
 			h.log.WarnContext(ctx, "recreate missing stream failed; retrying with the next publish", "stream", name, "err", err)
 		}
 	}

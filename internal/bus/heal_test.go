@@ -169,6 +169,29 @@ func TestSubscriberRecreates(t *testing.T) {
 		}
 		require.False(t, seen["old-1"] || seen["old-2"], "acknowledged before the loss: not replayed (%v)", seen)
 		require.Equal(t, int64(1), obs.recreated(t, "consumer", bus.StreamEvents+"/svc"))
+
+		// A process restarted later subscribes to the recreated consumer (which starts at a
+		// sequence, a setting JetStream does not let an update change) without an error.
+		again, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc"})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, again.Close()) })
+		_, err = again.Subscribe(t.Context(), "events.floor.>")
+		require.NoError(t, err)
+	})
+
+	t.Run("StreamMissingAtSubscribe", func(t *testing.T) {
+		t.Parallel()
+		js, _ := setup(t)
+		obs := observe(t)
+		require.NoError(t, js.DeleteStream(t.Context(), bus.StreamCommands))
+		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamCommands, Durable: "svc", MeterProvider: obs.mp})
+		require.NoError(t, err)
+		t.Cleanup(func() { require.NoError(t, sub.Close()) })
+		_, err = sub.Subscribe(t.Context(), "saga.cmd.svc.>")
+		require.NoError(t, err)
+		_, err = js.Consumer(t.Context(), bus.StreamCommands, "svc")
+		require.NoError(t, err)
+		require.Equal(t, int64(1), obs.recreated(t, "stream", bus.StreamCommands))
 	})
 
 	t.Run("DeletedStream", func(t *testing.T) {

@@ -211,9 +211,16 @@ type consumption struct {
 func (c *consumption) start(ctx context.Context) error {
 	cfg := c.s.cfg
 	st, err := c.s.js.Stream(ctx, cfg.Stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		if _, err := c.heal.ensureStream(ctx, cfg.Stream); err != nil {
+	for backoff := 100 * time.Millisecond; errors.Is(err, jetstream.ErrStreamNotFound); backoff = min(2*backoff, time.Second) {
+		if _, err = c.heal.ensureStream(ctx, cfg.Stream); err != nil && !errors.Is(err, errNotSettled) {
 			return err
+		}
+		if err != nil {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
 		}
 		st, err = c.s.js.Stream(ctx, cfg.Stream)
 	}
@@ -380,8 +387,10 @@ func (c *consumption) recreate(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		c.s.cfg.Logger.WarnContext(ctx, "recreate missing consumer failed; retrying", "stream", c.s.cfg.Stream,
-			"consumer", c.s.cfg.Durable, "err", err, "backoff", backoff)
+		if !errors.Is(err, errNotSettled) {
+			c.s.cfg.Logger.WarnContext(ctx, "recreate missing consumer failed; retrying", "stream", c.s.cfg.Stream,
+				"consumer", c.s.cfg.Durable, "err", err, "backoff", backoff)
+		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():
@@ -403,13 +412,18 @@ func (c *consumption) recreateOnce(ctx context.Context) error {
 		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
 	}
 	created := st.CachedInfo().Created
+	key := cfg.Stream + "/" + cfg.Durable
 	if cons, err := c.s.js.Consumer(rctx, cfg.Stream, cfg.Durable); err == nil {
 		// It is there again (a restart that kept the store, or another replica recreated it).
+		c.heal.settled(key, false)
 		c.cons, c.created = cons, created
 		c.ackFloor = cons.CachedInfo().AckFloor.Stream
 		return nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
 		return fmt.Errorf("consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	if !c.heal.settled(key, true) {
+		return fmt.Errorf("consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, errNotSettled)
 	}
 	cc := c.cc
 	start := uint64(0)
@@ -423,7 +437,8 @@ func (c *consumption) recreateOnce(ctx context.Context) error {
 	if errors.Is(err, jetstream.ErrConsumerExists) {
 		cons, err = c.s.js.Consumer(rctx, cfg.Stream, cfg.Durable) // another replica was faster
 	} else if err == nil {
-		c.heal.recreated(ctx, kindConsumer, cfg.Stream+"/"+cfg.Durable, "stream", cfg.Stream, "consumer", cfg.Durable, "start_sequence", start)
+		c.heal.settled(key, false)
+		c.heal.recreated(ctx, kindConsumer, key, "stream", cfg.Stream, "consumer", cfg.Durable, "start_sequence", start)
 	}
 	if err != nil {
 		return fmt.Errorf("recreate consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)

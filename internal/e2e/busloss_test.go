@@ -36,12 +36,21 @@ func TestBusStoreLost(t *testing.T) {
 	}
 	waitStatus := func(path string, want int, contains string) {
 		t.Helper()
-		var code int
-		var body string
-		require.Eventually(t, func() bool {
-			code, body = get(path)
-			return code == want && strings.Contains(body, contains)
-		}, 3*time.Minute, 100*time.Millisecond, "%s: %d %s", path, code, body)
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			code, body := get(path)
+			if code == want && strings.Contains(body, contains) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: want %d with %s, last answer %d %s", path, want, contains, code, body)
+			}
+			select {
+			case <-t.Context().Done():
+				t.Fatalf("%s: test ended; last answer %d %s", path, code, body)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
 	}
 
 	requireHealthy(t, drive(t, stack, 20, 4), 20)
