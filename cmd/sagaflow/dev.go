@@ -102,7 +102,8 @@ DATA/example-order.`,
 func runDev(cmd *cobra.Command, f devFlags) error {
 	ctx, cancel := context.WithCancel(cmd.Context())
 	defer cancel()
-	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+	// The logger, the span exporter and the driver's progress all write to stderr: one lock.
+	stdout, stderr := cmd.OutOrStdout(), io.Writer(&lockedWriter{w: cmd.ErrOrStderr()})
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(f.logLevel)) // checked in PreRunE
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
