@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -9,14 +11,18 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	order "github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/driver"
 	"github.com/sagaflow/sagaflow/internal/orderstack"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
+	"github.com/sagaflow/sagaflow/saga"
 )
 
 // TestBusStoreLost: with the orchestrator and the four services running, the NATS server goes
 // down (/readyz says so, /healthz does not), comes back with its store wiped (no stream, no
-// consumer), and every process recreates what it needs by itself: /readyz is ready again, and
-// sagas started after the wipe complete, with no process restarted.
+// consumer), and every process recreates what it needs by itself: /readyz is ready again, sagas
+// started after the wipe complete, and those in flight at the wipe end (completed or compensated,
+// none stuck), with no process restarted.
 func TestBusStoreLost(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -56,6 +62,18 @@ func TestBusStoreLost(t *testing.T) {
 	requireHealthy(t, drive(t, stack, 20, 4), 20)
 	waitStatus("/readyz", http.StatusOK, `"ready"`)
 
+	// Sagas in flight when the store goes: their commands and replies are lost with it.
+	gen := order.NewGenerator(5, "lost")
+	var inFlight []string
+	for range 20 {
+		in := gen.Next()
+		raw, err := json.Marshal(in)
+		require.NoError(t, err)
+		id, err := stack.Starter().Start(t.Context(), in.OrderID, raw)
+		require.NoError(t, err)
+		inFlight = append(inFlight, id)
+	}
+
 	e.nats.Stop()
 	waitStatus("/readyz", http.StatusServiceUnavailable, `"nats"`)
 	code, _ := get("/healthz")
@@ -65,6 +83,19 @@ func TestBusStoreLost(t *testing.T) {
 	e.nats.Start()
 	waitStatus("/readyz", http.StatusOK, `"ready"`)
 	requireHealthy(t, drive(t, stack, 40, 4), 40)
+
+	// Those in flight end too, through their deadlines and retries (none is stuck), and no
+	// business invariant broke.
+	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
+	defer cancel()
+	for _, id := range inFlight {
+		status, err := stack.Starter().Wait(ctx, id)
+		require.NoError(t, err, "saga %s in flight at the loss ends", id)
+		require.Contains(t, []string{string(saga.StatusCompleted), string(saga.StatusCompensated)}, status, id)
+	}
+	violations, err := driver.Check(t.Context(), stack.DriverDBs())
+	require.NoError(t, err)
+	require.Empty(t, violations)
 
 	// Each kind of loss was noticed and counted: a stream, the orchestrator's reply consumer and a
 	// participant's command consumer.
