@@ -266,20 +266,16 @@ func (c *consumption) run(ctx context.Context, out chan<- *message.Message) {
 		close(out)
 	}()
 	slots := make(chan struct{}, c.s.cfg.MaxInFlight)
+	c.mu.Lock()
+	iter := c.iter
+	c.mu.Unlock()
 	for {
-		c.mu.Lock()
-		iter := c.iter
-		c.mu.Unlock()
 		if !c.fetch(ctx, iter, out, slots, &settling) {
 			return
 		}
 		iter.Stop()
-		if !c.recreate(ctx) {
-			return
-		}
-		iter, err := c.cons.Messages(jetstream.PullMaxMessages(c.s.cfg.MaxInFlight))
-		if err != nil {
-			c.s.cfg.Logger.WarnContext(ctx, "consume recreated consumer", "stream", c.s.cfg.Stream, "consumer", c.s.cfg.Durable, "err", err)
+		iter = c.resume(ctx)
+		if iter == nil {
 			return
 		}
 		c.mu.Lock()
@@ -290,6 +286,31 @@ func (c *consumption) run(ctx context.Context, out chan<- *message.Message) {
 		}
 		c.iter = iter
 		c.mu.Unlock()
+	}
+}
+
+// resume recreates what is missing and returns a new iterator over the consumer; nil when ctx
+// ends or the connection is closed for good.
+func (c *consumption) resume(ctx context.Context) jetstream.MessagesContext {
+	cfg := c.s.cfg
+	for {
+		if !c.recreate(ctx) {
+			return nil
+		}
+		iter, err := c.cons.Messages(jetstream.PullMaxMessages(cfg.MaxInFlight))
+		if err == nil {
+			return iter
+		}
+		if c.s.js.Conn().IsClosed() {
+			cfg.Logger.WarnContext(ctx, "consume: connection closed", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+			return nil
+		}
+		cfg.Logger.WarnContext(ctx, "consume recreated consumer failed; retrying", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return nil
+		}
 	}
 }
 
