@@ -31,7 +31,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.cfg.JetStream == nil {
 		return errors.New("engine run: Config.JetStream is required")
 	}
-	dlq, err := bus.NewPublisher(e.cfg.JetStream, bus.PublisherConfig{})
+	dlq, err := bus.NewPublisher(e.cfg.JetStream, bus.PublisherConfig{Logger: e.log, MeterProvider: e.cfg.MeterProvider})
 	if err != nil {
 		return fmt.Errorf("engine run: dead-letter publisher: %w", err)
 	}
@@ -54,6 +54,8 @@ func (e *Engine) Run(ctx context.Context) error {
 		FilterSubjects: []string{protocol.ReplyPrefix + ">"},
 		MaxDeliver:     e.cfg.MaxDeliver,
 		MaxInFlight:    e.cfg.ReplyBatch,
+		Logger:         e.log,
+		MeterProvider:  e.cfg.MeterProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("engine run: replies subscriber: %w", err)
@@ -68,6 +70,8 @@ func (e *Engine) Run(ctx context.Context) error {
 			Durable:        "sagaflow-trigger-" + def.Name,
 			FilterSubjects: []string{def.Trigger.Subject},
 			MaxDeliver:     e.cfg.MaxDeliver,
+			Logger:         e.log,
+			MeterProvider:  e.cfg.MeterProvider,
 		})
 		if err != nil {
 			return fmt.Errorf("engine run: trigger subscriber of %s: %w", def.Name, err)

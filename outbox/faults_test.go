@@ -111,3 +111,28 @@ func TestRelaysShareWorkAndKeepKeyOrder(t *testing.T) {
 	}
 	require.Equal(t, int64(len(committed.ids)), published, "no row published by two relays")
 }
+
+// TestRelayRecreatesDeletedStream: the stream the relay's rows are for is deleted (by an operator,
+// or lost with the JetStream store) while rows wait. The relay's publisher recreates it, the rows
+// wait for it instead of being quarantined, and each goes out exactly once.
+func TestRelayRecreatesDeletedStream(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+		b := setup(t, db, nil)
+		var committed idSet
+		for i := range 200 {
+			m := message.NewMessage("", []byte(strconv.Itoa(i)))
+			b.write(t, "events.gone.x", m)
+			committed.add(m.UUID)
+		}
+		require.NoError(t, b.js.DeleteStream(t.Context(), bus.StreamEvents))
+		r := startRelay(t, db, b.js, outbox.RelayConfig{BatchSize: 50, MaxBackoff: 500 * time.Millisecond})
+		got := readStream(t, b.js, bus.StreamEvents, "events.gone.>", len(committed.ids))
+		requireExactlyOnce(t, committed.ids, got)
+		waitDrained(t, r)
+		st, err := r.Stats(t.Context())
+		require.NoError(t, err)
+		require.Zero(t, st.Quarantined, "an outage of a Sagaflow stream quarantines nothing")
+		require.Equal(t, int64(len(committed.ids)), st.Published)
+	})
+}

@@ -207,7 +207,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	if r.js == nil {
 		return errors.New("relay: JetStream is nil")
 	}
-	pub, err := bus.NewPublisher(r.js, bus.PublisherConfig{})
+	pub, err := bus.NewPublisher(r.js, bus.PublisherConfig{Logger: r.cfg.Logger, MeterProvider: r.cfg.MeterProvider})
 	if err != nil {
 		return fmt.Errorf("relay: publisher: %w", err)
 	}

@@ -213,11 +213,12 @@ func (p *Participant) Run(ctx context.Context) error {
 		MaxInFlight:    cfg.Batch,
 		NakDelay:       cfg.NakDelay,
 		Logger:         p.log,
+		MeterProvider:  cfg.MeterProvider,
 	})
 	if err != nil {
 		return fmt.Errorf("participant %s: subscriber: %w", cfg.Service, err)
 	}
-	dlq, err := bus.NewPublisher(p.js, bus.PublisherConfig{})
+	dlq, err := bus.NewPublisher(p.js, bus.PublisherConfig{Logger: p.log, MeterProvider: cfg.MeterProvider})
 	if err != nil {
 		_ = sub.Close()
 		return fmt.Errorf("participant %s: dead-letter publisher: %w", cfg.Service, err)

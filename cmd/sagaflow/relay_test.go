@@ -61,6 +61,43 @@ func TestRelayServesMetrics(t *testing.T) {
 			strings.Contains(body, `sagaflow_outbox_backlog{outbox="billing"} 0`)
 	}, 20*time.Second, 50*time.Millisecond, "metrics:\n%s\nstderr:\n%s", body, &stderr)
 	require.Contains(t, body, `service_name="sagaflow-relay"`)
+
+	// Liveness and readiness beside /metrics: not ready while NATS is down, ready again after.
+	probe := func(path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	waitReadyz := func(want int, contains string) {
+		t.Helper()
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			code, body := probe("/readyz")
+			if code == want && strings.Contains(body, contains) {
+				return
+			}
+			if time.Now().After(deadline) || t.Context().Err() != nil {
+				t.Fatalf("readyz: want %d with %s, last answer %d %s", want, contains, code, body)
+			}
+			select {
+			case <-t.Context().Done():
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	code, _ := probe("/healthz")
+	require.Equal(t, http.StatusOK, code)
+	waitReadyz(http.StatusOK, `"ready"`)
+	ns.Stop()
+	waitReadyz(http.StatusServiceUnavailable, `"nats"`)
+	code, _ = probe("/healthz")
+	require.Equal(t, http.StatusOK, code, "alive while NATS is down")
+	ns.Start()
+	waitReadyz(http.StatusOK, `"ready"`)
 	cancel()
 	require.Equal(t, 0, <-done, stderr.String())
 }

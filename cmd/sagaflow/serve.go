@@ -209,13 +209,6 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 				return err
 			}
 			defer obs.shutdown()
-			if metricsAddr != "" {
-				stop, err := serveMetrics(metricsAddr, obs)
-				if err != nil {
-					return err
-				}
-				defer stop()
-			}
 			db, err := openDB(ctx, f.db)
 			if err != nil {
 				return err
@@ -237,6 +230,13 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 			if err != nil {
 				return err
 			}
+			if metricsAddr != "" {
+				stop, err := serveMetrics(metricsAddr, obs, node.HealthHandler())
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			logger.Info("sagaflow relaying", "db", sqldb.Redact(f.db))
 			return node.Run(ctx)
 		},
@@ -245,7 +245,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 	c.Flags().IntVar(&batch, "batch", 0, "rows claimed and published per batch (0: the relay's default)")
 	c.Flags().DurationVar(&retention, "retention", 0, "keep published rows this long (0: delete at once)")
 	c.Flags().StringVar(&name, "name", "outbox", "name of this outbox in metrics (the \"outbox\" label) and logs")
-	c.Flags().StringVar(&metricsAddr, "metrics", "", "address to serve Prometheus metrics at /metrics (e.g. 0.0.0.0:9464); empty: none")
+	c.Flags().StringVar(&metricsAddr, "metrics", "", "address to serve Prometheus metrics at /metrics, and /healthz and /readyz (e.g. 0.0.0.0:9464); empty: none")
 	tf.register(c, telemetry.TracesAuto, false)
 	bindEnv(c)
 	return c

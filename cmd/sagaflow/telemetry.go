@@ -125,14 +125,18 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// serveMetrics serves /metrics alone on addr (for processes without the API) until stop is called.
-func serveMetrics(addr string, o *observability) (stop func(), err error) {
+// serveMetrics serves /metrics on addr (for processes without the API), and health, when not nil,
+// for every other path (/healthz and /readyz), until stop is called.
+func serveMetrics(addr string, o *observability, health http.Handler) (stop func(), err error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", telemetry.MetricsHandler(o.meter.Registry))
+	if health != nil {
+		mux.Handle("/", health)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return func() { _ = srv.Close() }, nil

@@ -12,7 +12,11 @@
 //	POST /v1/sagas/{id}/cancel          {"reason"} → the instance
 //	POST /v1/sagas/{id}/redrive         {"reason"} → the instance
 //	GET  /v1/definitions                → {"definitions":[...]}
-//	GET  /healthz                       → {"status":"ok"}
+//	GET  /healthz                       → {"status":"ok"} while the process serves (liveness)
+//	GET  /readyz                        → 200 {"status":"ready"}, or 503 {"status":"not ready","not_ready":{"<check>":"<reason>"}}
+//
+// /readyz is served by the node (internal/server) with ReadyHandler: the database answers, the NATS
+// connection is up, and Sagaflow's streams exist (docs/observability.md).
 //
 // The actor recorded in history for start, cancel and redrive is the X-Sagaflow-Actor request
 // header, or "api" when it is absent.

@@ -74,6 +74,8 @@ type Error struct {
 }
 
 // NewHandler returns the API's handler. defs lists the definitions (nil: none); logger may be nil.
+// It serves /healthz (HealthHandler) but not /readyz, whose checks depend on what the process
+// runs: mount ReadyHandler beside it (internal/server does).
 func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -88,9 +90,7 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation(e.Cancel))
 	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation(e.Redrive))
 	mux.HandleFunc("GET /v1/definitions", h.definitions)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.Handle("GET /healthz", HealthHandler())
 	return mux
 }
 

@@ -14,6 +14,12 @@
 //   - Subscriber consumes a durable pull consumer it creates or updates but never deletes, hands up
 //     to MaxInFlight messages to the router at once, double-acks on Ack and naks (with delay) on Nack.
 //     A message's UUID is its Nats-Msg-Id; its metadata are its headers plus SubjectKey and DeliveryKey.
+//   - Both heal the bus: a Subscriber that finds its consumer or stream missing (checked every
+//     CheckInterval, and at once when the server reports the consumer deleted) recreates them and
+//     goes on consuming; a Publisher whose messages for a Sagaflow stream fail because no stream
+//     takes them recreates that stream (rate-limited) so the caller's retry succeeds; KeepStreams
+//     keeps all four present for a node. Recreations are logged (Warn) and counted in
+//     RecreatedMetric; MissingStreams is the readiness check.
 //   - DeadLetter is router middleware that moves a message that failed its last allowed delivery (or
 //     failed permanently) to saga.dlq.<subject>, with the reason in its headers, and acks it.
 //

@@ -3,6 +3,7 @@ package bus
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // SubjectKey is the metadata key that overrides the publish subject of one message (it is not sent
@@ -33,6 +35,10 @@ type PublisherConfig struct {
 	// MaxPending is the number of messages of one Publish call in flight (sent, not yet
 	// acknowledged) at once; default 1024.
 	MaxPending int
+	// Logger receives the recreation of a missing stream (Warn); nil discards.
+	Logger *slog.Logger
+	// MeterProvider receives RecreatedMetric; nil: the global provider.
+	MeterProvider metric.MeterProvider
 }
 
 func (c PublisherConfig) withDefaults() PublisherConfig {
@@ -61,10 +67,15 @@ func (c PublisherConfig) validate() error {
 //
 // For js, prefer a context created with jetstream.WithPublishAsyncTimeout, so that nats.go forgets
 // an acknowledgement that never comes; Publish has its own AckTimeout either way.
+//
+// When messages for one of Sagaflow's streams fail because no stream takes their subject (the
+// stream was deleted, the JetStream store was lost), Publish recreates that stream (at most once a
+// second, see RecreatedMetric) before returning the failures, so the caller's retry goes through.
 type Publisher struct {
 	js     jetstream.JetStream
 	cfg    PublisherConfig
 	closed atomic.Bool
+	heal   *streamHeal
 }
 
 // NewPublisher returns a Publisher over js. It fails on an invalid cfg.
@@ -76,7 +87,7 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) (*Publisher, erro
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
-	return &Publisher{js: js, cfg: cfg}, nil
+	return &Publisher{js: js, cfg: cfg, heal: &streamHeal{healer: newHealer(js, cfg.Logger, cfg.MeterProvider)}}, nil
 }
 
 // Publish sends msgs to JetStream and returns when every one is acknowledged. The subject is topic,
@@ -145,6 +156,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	}
 	deadline.Stop()
 	if len(failures) > 0 {
+		p.heal.healStreams(failures)
 		return &PublishError{Failures: failures}
 	}
 	return nil

@@ -100,7 +100,9 @@ func StreamConfig(name string, cfg StreamsConfig) (jetstream.StreamConfig, error
 }
 
 // EnsureStreams creates every stream of DESIGN.md that does not exist and updates those that do to
-// cfg. It is idempotent and safe to call from every component at start, concurrently.
+// cfg. It is idempotent and safe to call from every component at start, concurrently. It also
+// remembers cfg for js's connection: a Publisher or Subscriber on that connection that finds one of
+// these streams missing later recreates it with cfg.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
 	for _, s := range streamSubjects {
 		sc, err := StreamConfig(s.name, cfg)
@@ -117,6 +119,8 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 			return fmt.Errorf("ensure stream %s (%s): %w", s.name, s.subject, err)
 		}
 	}
+	// A stream found missing later (a lost store, an operator's delete) is recreated with cfg.
+	rememberStreams(js, cfg, true)
 	return nil
 }
 

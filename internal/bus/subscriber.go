@@ -13,6 +13,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // SubscriberConfig says which durable consumer a Subscriber reads and how.
@@ -36,8 +37,14 @@ type SubscriberConfig struct {
 	MaxInFlight int
 	// NakDelay delays the redelivery of a Nacked message; 0 redelivers at once.
 	NakDelay time.Duration
-	// Logger receives ack failures (Warn); nil discards.
+	// CheckInterval is how often a subscription asks JetStream for its consumer, to recreate it
+	// (and its stream) when it is missing and to learn its ack floor (where a recreated consumer
+	// starts); default 5s. While idle it checks at most every 50ms.
+	CheckInterval time.Duration
+	// Logger receives ack failures and recreations (Warn); nil discards.
 	Logger *slog.Logger
+	// MeterProvider receives RecreatedMetric; nil: the global provider.
+	MeterProvider metric.MeterProvider
 }
 
 func (c SubscriberConfig) withDefaults() SubscriberConfig {
@@ -52,6 +59,9 @@ func (c SubscriberConfig) withDefaults() SubscriberConfig {
 	}
 	if c.MaxInFlight == 0 {
 		c.MaxInFlight = 64
+	}
+	if c.CheckInterval == 0 {
+		c.CheckInterval = 5 * time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -79,6 +89,9 @@ func (c SubscriberConfig) validate() error {
 	if c.MaxInFlight < 1 {
 		errs = append(errs, fmt.Errorf("SubscriberConfig.MaxInFlight %d: must be at least 1", c.MaxInFlight))
 	}
+	if c.CheckInterval < 0 {
+		errs = append(errs, fmt.Errorf("SubscriberConfig.CheckInterval %s: must not be negative", c.CheckInterval))
+	}
 	if c.NakDelay < 0 {
 		errs = append(errs, fmt.Errorf("SubscriberConfig.NakDelay %s: must not be negative", c.NakDelay))
 	}
@@ -87,7 +100,8 @@ func (c SubscriberConfig) validate() error {
 
 // Subscriber reads a durable JetStream pull consumer as a Watermill subscriber: explicit acks,
 // Ack → double ack, Nack → nak (with NakDelay). Closing it stops fetching and never deletes the
-// consumer, so a restart resumes where it left off.
+// consumer, so a restart resumes where it left off. A consumer or stream that goes missing while
+// it runs is recreated (see Subscribe).
 type Subscriber struct {
 	js  jetstream.JetStream
 	cfg SubscriberConfig
@@ -116,6 +130,13 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig) (*Subscriber, e
 // DeliveryKey. The message must be Acked or Nacked; one left alone is redelivered after AckWait.
 // A Subscriber reads one durable consumer: subscribe once per Subscriber (a second Subscribe with
 // another topic would change the consumer's filter).
+//
+// While it runs, the subscription checks every CheckInterval that its consumer still exists. When
+// the consumer or its stream is gone, it recreates the stream (with the settings EnsureStreams
+// applied on this connection, or those the stream had when Subscribe started) and the consumer,
+// and goes on consuming: a consumer recreated on a surviving stream starts after the last ack floor
+// it saw (so every message not yet acknowledged, including those in flight here, is delivered
+// again); one on a recreated stream starts at its beginning.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -139,14 +160,15 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	} else {
 		cc.FilterSubjects = filters
 	}
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, cc)
-	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: create consumer %s on stream %s: %w", topic, s.cfg.Durable, s.cfg.Stream, err)
+	c := &consumption{s: s, cc: cc, heal: newHealer(s.js, s.cfg.Logger, s.cfg.MeterProvider)}
+	if err := c.start(ctx); err != nil {
+		return nil, fmt.Errorf("subscribe %s: %w", topic, err)
 	}
-	iter, err := cons.Messages(jetstream.PullMaxMessages(s.cfg.MaxInFlight))
+	iter, err := c.cons.Messages(jetstream.PullMaxMessages(s.cfg.MaxInFlight))
 	if err != nil {
 		return nil, fmt.Errorf("subscribe %s: consume %s/%s: %w", topic, s.cfg.Stream, s.cfg.Durable, err)
 	}
+	c.iter = iter
 	out := make(chan *message.Message)
 	ctx, cancel := context.WithCancel(ctx)
 	s.wg.Add(2)
@@ -157,60 +179,294 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		case <-s.closing:
 		}
 		cancel()
-		iter.Stop()
+		c.stop()
 	}()
 	go func() {
 		defer s.wg.Done()
 		defer cancel()
-		s.fetch(ctx, iter, out)
+		c.run(ctx, out)
 	}()
 	return out, nil
 }
 
-// fetch moves messages from iter to out, at most MaxInFlight unsettled at once, until ctx ends.
-func (s *Subscriber) fetch(ctx context.Context, iter jetstream.MessagesContext, out chan<- *message.Message) {
+// consumption is one subscription: the durable consumer it reads, recreated when it goes missing.
+type consumption struct {
+	s    *Subscriber
+	cc   jetstream.ConsumerConfig
+	heal *healer
+
+	// Owned by run (and start, before run).
+	cons     jetstream.Consumer
+	created  time.Time // the stream's creation time when cons was created or found
+	ackFloor uint64    // the consumer's ack floor (a stream sequence) when last seen
+
+	mu      sync.Mutex
+	iter    jetstream.MessagesContext
+	stopped bool
+}
+
+// start creates or updates the consumer at Subscribe, recreating its stream first if it is missing.
+// A consumer that exists keeps its deliver policy and start sequence (a recreated consumer starts
+// at a sequence, and JetStream refuses to change that).
+func (c *consumption) start(ctx context.Context) error {
+	cfg := c.s.cfg
+	st, err := c.s.js.Stream(ctx, cfg.Stream)
+	for backoff := 100 * time.Millisecond; errors.Is(err, jetstream.ErrStreamNotFound); backoff = min(2*backoff, time.Second) {
+		if _, err = c.heal.ensureStream(ctx, cfg.Stream); err != nil && !errors.Is(err, errNotSettled) {
+			return err
+		}
+		if err != nil {
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		st, err = c.s.js.Stream(ctx, cfg.Stream)
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
+	}
+	if obs := observedStreams(st.CachedInfo().Config); obs.withDefaults().validate() == nil {
+		rememberStreams(c.s.js, obs, false)
+	}
+	c.created = st.CachedInfo().Created
+	cc := c.cc
+	if have, err := c.s.js.Consumer(ctx, cfg.Stream, cfg.Durable); err == nil {
+		hc := have.CachedInfo().Config
+		cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = hc.DeliverPolicy, hc.OptStartSeq, hc.OptStartTime
+	}
+	cons, err := c.s.js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
+	if err != nil {
+		return fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	c.cons = cons
+	c.ackFloor = cons.CachedInfo().AckFloor.Stream
+	return nil
+}
+
+// stop stops consuming for good.
+func (c *consumption) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
+	if c.iter != nil {
+		c.iter.Stop()
+	}
+}
+
+// run consumes until ctx ends, recreating the consumer (and its stream) whenever it goes missing.
+// Messages in flight when that happens keep their context and their settlement: an ack that no
+// longer reaches a consumer fails (and is logged), and the recreated consumer delivers the message
+// again.
+func (c *consumption) run(ctx context.Context, out chan<- *message.Message) {
 	var settling sync.WaitGroup
 	defer func() {
 		settling.Wait()
 		close(out)
 	}()
-	slots := make(chan struct{}, s.cfg.MaxInFlight)
+	slots := make(chan struct{}, c.s.cfg.MaxInFlight)
+	c.mu.Lock()
+	iter := c.iter
+	c.mu.Unlock()
+	for {
+		if !c.fetch(ctx, iter, out, slots, &settling) {
+			return
+		}
+		iter.Stop()
+		iter = c.resume(ctx)
+		if iter == nil {
+			return
+		}
+		c.mu.Lock()
+		if c.stopped {
+			c.mu.Unlock()
+			iter.Stop()
+			return
+		}
+		c.iter = iter
+		c.mu.Unlock()
+	}
+}
+
+// resume recreates what is missing and returns a new iterator over the consumer; nil when ctx
+// ends or the connection is closed for good.
+func (c *consumption) resume(ctx context.Context) jetstream.MessagesContext {
+	cfg := c.s.cfg
+	for {
+		if !c.recreate(ctx) {
+			return nil
+		}
+		iter, err := c.cons.Messages(jetstream.PullMaxMessages(cfg.MaxInFlight))
+		if err == nil {
+			return iter
+		}
+		if c.s.js.Conn().IsClosed() {
+			cfg.Logger.WarnContext(ctx, "consume: connection closed", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+			return nil
+		}
+		cfg.Logger.WarnContext(ctx, "consume recreated consumer failed; retrying", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// fetch moves messages from iter to out, at most MaxInFlight unsettled at once, until ctx ends or
+// iter ends (false) or the consumer is found missing (true).
+func (c *consumption) fetch(ctx context.Context, iter jetstream.MessagesContext, out chan<- *message.Message,
+	slots chan struct{}, settling *sync.WaitGroup) (lost bool) {
+	cfg := c.s.cfg
+	lastCheck := time.Now()
+	// While idle, Next returns after this long so the consumer is checked; not much more often
+	// than every 50ms even with a tiny CheckInterval (which then checks after every message).
+	idle := max(cfg.CheckInterval, 50*time.Millisecond)
 	for {
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
-			return
+			return false
 		}
-		jm, err := iter.Next()
+		jm, err := iter.Next(jetstream.NextMaxWait(idle))
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return
-			}
-			// Heartbeat loss and the like: the iterator keeps trying; do not spin.
-			s.cfg.Logger.Warn("consume", "stream", s.cfg.Stream, "consumer", s.cfg.Durable, "err", err)
 			<-slots
-			select {
-			case <-time.After(100 * time.Millisecond):
-			case <-ctx.Done():
-				return
+			switch {
+			case ctx.Err() != nil:
+				return false
+			case errors.Is(err, jetstream.ErrMsgIteratorClosed):
+				c.mu.Lock()
+				stopped := c.stopped
+				c.mu.Unlock()
+				if stopped || c.s.js.Conn().IsClosed() {
+					return false
+				}
+				return true // closed under us: look at the consumer
+			case errors.Is(err, jetstream.ErrConsumerDeleted):
+				return true
+			case errors.Is(err, nats.ErrTimeout):
+				// Nothing to fetch: time to check the consumer (below).
+			default:
+				// Heartbeat loss and the like: the iterator keeps trying; do not spin.
+				cfg.Logger.WarnContext(ctx, "consume", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+				select {
+				case <-time.After(100 * time.Millisecond):
+				case <-ctx.Done():
+					return false
+				}
 			}
-			continue
+		} else {
+			msg := toMessage(cfg.Stream, jm)
+			msg.SetContext(ctx)
+			select {
+			case out <- msg:
+			case <-ctx.Done():
+				// Not handed out: JetStream redelivers it after AckWait.
+				<-slots
+				return false
+			}
+			settling.Add(1)
+			go func() {
+				defer settling.Done()
+				defer func() { <-slots }()
+				c.s.settle(ctx, msg, jm)
+			}()
 		}
-		msg := toMessage(s.cfg.Stream, jm)
-		msg.SetContext(ctx)
-		select {
-		case out <- msg:
-		case <-ctx.Done():
-			// Not handed out: JetStream redelivers it after AckWait.
-			return
+		if time.Since(lastCheck) >= cfg.CheckInterval {
+			lastCheck = time.Now()
+			if c.missing(ctx) {
+				return true
+			}
 		}
-		settling.Add(1)
-		go func() {
-			defer settling.Done()
-			defer func() { <-slots }()
-			s.settle(ctx, msg, jm)
-		}()
 	}
+}
+
+// missing asks JetStream for the consumer and reports whether it (or its stream) no longer exists.
+// Any other failure (NATS down, JetStream starting) is not a loss: the iterator keeps trying. On
+// success it records the consumer's ack floor, where a recreated consumer starts.
+func (c *consumption) missing(ctx context.Context) bool {
+	ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	info, err := c.cons.Info(ictx)
+	if err == nil {
+		c.ackFloor = info.AckFloor.Stream
+		return false
+	}
+	return errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// recreate brings the stream and the consumer back, retrying with backoff until it succeeds
+// (true) or ctx ends (false).
+func (c *consumption) recreate(ctx context.Context) bool {
+	backoff := 100 * time.Millisecond
+	for {
+		err := c.recreateOnce(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if !errors.Is(err, errNotSettled) {
+			c.s.cfg.Logger.WarnContext(ctx, "recreate missing consumer failed; retrying", "stream", c.s.cfg.Stream,
+				"consumer", c.s.cfg.Durable, "err", err, "backoff", backoff)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return false
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (c *consumption) recreateOnce(ctx context.Context) error {
+	cfg := c.s.cfg
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.heal.ensureStream(rctx, cfg.Stream); err != nil {
+		return err
+	}
+	st, err := c.s.js.Stream(rctx, cfg.Stream)
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
+	}
+	created := st.CachedInfo().Created
+	key := cfg.Stream + "/" + cfg.Durable
+	if cons, err := c.s.js.Consumer(rctx, cfg.Stream, cfg.Durable); err == nil {
+		// It is there again (a restart that kept the store, or another replica recreated it).
+		c.heal.settled(key, false)
+		c.cons, c.created = cons, created
+		c.ackFloor = cons.CachedInfo().AckFloor.Stream
+		return nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	if !c.heal.settled(key, true) {
+		return fmt.Errorf("consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, errNotSettled)
+	}
+	cc := c.cc
+	start := uint64(0)
+	if created.Equal(c.created) && c.ackFloor > 0 {
+		// The same stream: start after what was acknowledged, not at its beginning (a stream
+		// keeps its messages, and redelivering all of them would replay history).
+		start = c.ackFloor + 1
+		cc.DeliverPolicy, cc.OptStartSeq = jetstream.DeliverByStartSequencePolicy, start
+	}
+	cons, err := c.s.js.CreateConsumer(rctx, cfg.Stream, cc)
+	if errors.Is(err, jetstream.ErrConsumerExists) {
+		cons, err = c.s.js.Consumer(rctx, cfg.Stream, cfg.Durable) // another replica was faster
+	} else if err == nil {
+		c.heal.settled(key, false)
+		c.heal.recreated(ctx, kindConsumer, key, "stream", cfg.Stream, "consumer", cfg.Durable, "start_sequence", start)
+	}
+	if err != nil {
+		return fmt.Errorf("recreate consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+	}
+	c.cons, c.created = cons, created
+	c.ackFloor = cons.CachedInfo().AckFloor.Stream
+	return nil
 }
 
 // settle waits for the router's verdict on msg and tells JetStream.

@@ -2,11 +2,13 @@ package deploytest
 
 import (
 	"encoding/json"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -39,7 +41,7 @@ var instrumentRE = regexp.MustCompile(`(Int64Counter|Float64Histogram|Int64Obser
 func knownMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	known := map[string]bool{}
-	for _, f := range []string{"engine/telemetry.go", "outbox/telemetry.go", "internal/bus/deadletter.go"} {
+	for _, f := range []string{"engine/telemetry.go", "outbox/telemetry.go", "internal/bus/deadletter.go", "internal/bus/heal.go"} {
 		for _, m := range instrumentRE.FindAllStringSubmatch(string(read(t, f)), -1) {
 			kind, name, unit := m[1], strings.ReplaceAll(m[2], ".", "_"), m[3]
 			if unit == "s" {
@@ -62,7 +64,8 @@ func knownMetrics(t *testing.T) map[string]bool {
 	for _, name := range []string{"sagaflow_sagas_started_total", "sagaflow_sagas_finished_total", "sagaflow_sagas_in_flight",
 		"sagaflow_step_duration_seconds_bucket", "sagaflow_step_retries_total", "sagaflow_step_timeouts_total",
 		"sagaflow_outbox_backlog", "sagaflow_outbox_oldest_unpublished_age_seconds", "sagaflow_outbox_quarantined",
-		"sagaflow_relay_published_total", "sagaflow_relay_quarantined_total", "sagaflow_dead_lettered_total"} {
+		"sagaflow_relay_published_total", "sagaflow_relay_quarantined_total", "sagaflow_dead_lettered_total",
+		"sagaflow_bus_recreated_total"} {
 		require.True(t, known[name], "the code defines %s (found %v)", name, known)
 	}
 	return known
@@ -275,7 +278,7 @@ func TestAlertRules(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{
 		"SagaflowSagaFailed": "page", "SagaflowOutboxStuck": "page", "SagaflowDeadLetters": "ticket",
-		"SagaflowNoProgress": "page", "SagaflowCompensationRateHigh": "warning",
+		"SagaflowNoProgress": "page", "SagaflowCompensationRateHigh": "warning", "SagaflowBusRecreated": "ticket",
 	}, severities)
 }
 
@@ -360,4 +363,72 @@ func TestNATSClusterConfig(t *testing.T) {
 	require.Len(t, opts.Routes, 3)
 	require.Equal(t, int32(1<<20), opts.MaxPayload)
 	require.Equal(t, "nats-1", opts.ServerName)
+}
+
+// TestKubernetesProbes: every container of the Kubernetes manifests runs a sagaflow command that
+// serves HTTP, is live on /healthz and ready on /readyz, both on the port that command listens on
+// (--http for serve, --metrics for relay), and each flag it passes is one the binary defines.
+func TestKubernetesProbes(t *testing.T) {
+	type probe struct {
+		HTTPGet struct {
+			Path string `yaml:"path"`
+			Port int    `yaml:"port"`
+		} `yaml:"httpGet"`
+		TimeoutSeconds int `yaml:"timeoutSeconds"`
+	}
+	type manifest struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			Template struct {
+				Spec struct {
+					Containers []struct {
+						Name           string   `yaml:"name"`
+						Command        []string `yaml:"command"`
+						LivenessProbe  *probe   `yaml:"livenessProbe"`
+						ReadinessProbe *probe   `yaml:"readinessProbe"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	flags := flagsOf(t, "cmd/sagaflow/serve.go", "cmd/sagaflow/telemetry.go")
+	dec := yaml.NewDecoder(strings.NewReader(string(read(t, "deploy/kubernetes/sagaflow.yaml"))))
+	containers := 0
+	for {
+		var m manifest
+		if err := dec.Decode(&m); err != nil {
+			require.ErrorIs(t, err, io.EOF)
+			break
+		}
+		if m.Kind != "Deployment" {
+			continue
+		}
+		for _, c := range m.Spec.Template.Spec.Containers {
+			containers++
+			require.Equal(t, "sagaflow", c.Command[0], c.Name)
+			listen := map[string]string{"serve": "--http=", "relay": "--metrics="}[c.Command[1]]
+			require.NotEmpty(t, listen, "%s runs sagaflow serve or relay", c.Name)
+			port := 0
+			for _, arg := range c.Command[2:] {
+				flag, ok := strings.CutPrefix(arg, "--")
+				require.True(t, ok, "%s: %s", c.Name, arg)
+				flag, _, _ = strings.Cut(flag, "=")
+				require.True(t, flags[flag], "%s: flag --%s is not defined by the binary", c.Name, flag)
+				if addr, ok := strings.CutPrefix(arg, listen); ok {
+					_, p, _ := strings.Cut(addr, ":")
+					port, _ = strconv.Atoi(p)
+				}
+			}
+			require.Positive(t, port, "%s listens with %s", c.Name, listen)
+			require.NotNil(t, c.LivenessProbe, c.Name)
+			require.NotNil(t, c.ReadinessProbe, c.Name)
+			require.Equal(t, "/healthz", c.LivenessProbe.HTTPGet.Path, "%s: liveness", c.Name)
+			require.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path, "%s: readiness", c.Name)
+			require.Equal(t, port, c.LivenessProbe.HTTPGet.Port, c.Name)
+			require.Equal(t, port, c.ReadinessProbe.HTTPGet.Port, c.Name)
+			// /readyz runs its checks for up to 3 seconds: the probe must wait longer.
+			require.Greater(t, c.ReadinessProbe.TimeoutSeconds, 3, c.Name)
+		}
+	}
+	require.Equal(t, 2, containers)
 }

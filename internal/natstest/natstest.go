@@ -3,12 +3,14 @@
 // Each call to New starts github.com/nats-io/nats-server/v2 on 127.0.0.1 with a random port and its
 // store in t.TempDir(), waits until it accepts connections, and shuts it down in t.Cleanup. Stop and
 // Start restart it on the same port and store, so tests can take the broker away mid-stream and
-// check that nothing is lost.
+// check that nothing is lost; Stop, WipeStore and Start bring it back empty, as after a lost disk.
 package natstest
 
 import (
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -111,6 +113,27 @@ func (s *Server) Stop() {
 	s.srv.Shutdown()
 	s.srv.WaitForShutdown()
 	s.srv = nil
+}
+
+// WipeStore deletes the JetStream store of the stopped server, so the next Start comes up empty on
+// the same port: a server that lost its disk, or a reset cluster. It fails the test when the
+// server runs.
+func (s *Server) WipeStore() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.srv != nil {
+		s.t.Fatal("natstest: WipeStore on a running server; Stop it first")
+	}
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		s.t.Fatalf("natstest: read store: %v", err)
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(s.dir, e.Name())); err != nil {
+			s.t.Fatalf("natstest: wipe store: %v", err)
+		}
+	}
 }
 
 // URL returns the client URL, valid across restarts.

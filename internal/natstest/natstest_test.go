@@ -29,3 +29,20 @@ func TestServerKeepsStreamAcrossRestart(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, uint64(1), st.CachedInfo().State.Msgs)
 }
+
+func TestServerRestartsEmptyAfterWipeStore(t *testing.T) {
+	t.Parallel()
+	srv := natstest.New(t, nil)
+	js := srv.JetStream(t)
+	ctx := t.Context()
+	_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"}, Storage: jetstream.FileStorage})
+	require.NoError(t, err)
+
+	url := srv.URL()
+	srv.Stop()
+	srv.WipeStore()
+	srv.Start()
+	require.Equal(t, url, srv.URL())
+	_, err = srv.JetStream(t).Stream(ctx, "T")
+	require.ErrorIs(t, err, jetstream.ErrStreamNotFound)
+}

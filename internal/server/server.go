@@ -175,16 +175,20 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.Orchestrator {
 		g.Go(func() error { return wrapErr("engine", n.engine.Run(gctx)) })
 	}
+	// Streams nobody publishes to or consumes from yet come back after a lost store too.
+	g.Go(func() error {
+		bus.KeepStreams(gctx, n.js, 0, n.cfg.Logger.With("component", "bus"), n.cfg.MeterProvider)
+		return nil
+	})
 	if n.ln != nil {
-		var h http.Handler = httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger)
+		mux := http.NewServeMux()
 		if n.cfg.MetricsHandler != nil {
-			mux := http.NewServeMux()
 			mux.Handle("GET /metrics", n.cfg.MetricsHandler)
-			mux.Handle("/", h)
-			h = mux
 		}
+		mux.Handle("GET /readyz", httpapi.ReadyHandler(ReadyChecks(n.cfg.DB, n.cfg.NATS, n.js)...))
+		mux.Handle("/", httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger))
 		srv := &http.Server{
-			Handler:           h,
+			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
 		}
 		g.Go(func() error {
