@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"encoding/json"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
@@ -12,6 +15,8 @@ import (
 	"github.com/sagaflow/sagaflow/definitions"
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/dbtest"
+	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/saga"
 )
 
 func TestBusinessKey(t *testing.T) {
@@ -86,5 +91,86 @@ func TestTriggerDottedKey(t *testing.T) {
 		list, err := e.List(t.Context(), Filter{Definition: "booked"})
 		require.NoError(t, err)
 		require.Len(t, list, 1)
+	})
+}
+
+// TestForgedRepliesDeadLettered publishes replies that do not match the saga they name, through
+// the real bus, and checks that each lands in SAGA_DLQ with its mismatch as the reason while the
+// saga stays untouched; the genuine reply then still completes it.
+func TestForgedRepliesDeadLettered(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+		w := newWorld(t)
+		def, err := definitions.New("trip", 2).DefaultTimeout(time.Hour).
+			Step("book", "booking", "Book").Compensation("Unbook").Build()
+		require.NoError(t, err)
+		other, err := definitions.New("other", 1).Step("book", "booking", "Book").Build()
+		require.NoError(t, err)
+		e := w.startEngine(db, registry(t, def, other), nil)
+		p := w.participant("booking", func(protocol.Command) *answer { return nil }) // answers by hand below
+		dlq, err := w.js.OrderedConsumer(t.Context(), bus.StreamDLQ, jetstream.OrderedConsumerConfig{})
+		require.NoError(t, err)
+
+		id, err := e.Start(t.Context(), "trip", "t-1", json.RawMessage(`{}`), StartOptions{})
+		require.NoError(t, err)
+		eventually(t, "the command reaches the participant", func() bool { return len(p.commands()) == 1 })
+		cmd := p.got[0]
+		require.Equal(t, 2, cmd.Version)
+		before := get(t, e, id)
+		historyBefore := kinds(history(t, e, id))
+
+		type forgery struct {
+			name    string
+			subject string
+			edit    func(r *protocol.Reply)
+			reason  string
+		}
+		forgeries := []forgery{
+			{"SubjectOfAnotherDefinition", protocol.ReplySubject("other"), func(*protocol.Reply) {},
+				`arrived on "saga.reply.other", the saga's replies go to "saga.reply.trip"`},
+			{"VersionHeader", cmd.ReplyTo, func(r *protocol.Reply) { r.Version = 999 },
+				"header Sagaflow-Definition-Version is 999, the saga runs version 2"},
+			{"DefinitionHeader", cmd.ReplyTo, func(r *protocol.Reply) { r.Definition = "other" },
+				`header Sagaflow-Definition is "other", the saga runs "trip"`},
+			{"UnknownStep", cmd.ReplyTo, func(r *protocol.Reply) { r.Step = "pay" },
+				`step "pay" is not a step of trip v2`},
+			{"AttemptNeverSent", cmd.ReplyTo, func(r *protocol.Reply) { r.Attempt = 3 },
+				`forward attempt 3 of step "book" was never sent (1 sent)`},
+			{"CompensationNeverSent", cmd.ReplyTo, func(r *protocol.Reply) { r.Action = protocol.ActionCompensate },
+				`compensate attempt 1 of step "book" was never sent (0 sent)`},
+		}
+		want := map[string]forgery{}
+		for i, f := range forgeries {
+			r := cmd.Answer(protocol.OutcomeSuccess)
+			r.MessageID = uuid.NewSHA1(uuid.NameSpaceOID, []byte("forged:"+strconv.Itoa(i))).String()
+			r.Output = json.RawMessage(`{"forged":true}`)
+			f.edit(&r)
+			msg, err := r.Message()
+			require.NoError(t, err)
+			require.NoError(t, w.pub.Publish(f.subject, msg))
+			want[r.MessageID] = f
+		}
+		for range forgeries {
+			dead := nextDead(t, dlq)
+			f, ok := want[dead.Headers().Get(protocol.HeaderMsgID)]
+			require.True(t, ok, "unexpected dead letter %s: %s", dead.Subject(), dead.Headers().Get(bus.HeaderDLQReason))
+			delete(want, dead.Headers().Get(protocol.HeaderMsgID))
+			reason := dead.Headers().Get(bus.HeaderDLQReason)
+			require.Contains(t, reason, ErrUntrustedReply.Error(), f.name)
+			require.Contains(t, reason, f.reason, f.name)
+			require.Equal(t, "saga.dlq."+f.subject, dead.Subject(), f.name)
+		}
+		require.Empty(t, want)
+
+		after := get(t, e, id)
+		require.Equal(t, before.Status, after.Status)
+		require.Equal(t, before.Steps, after.Steps)
+		require.Equal(t, before.Data, after.Data, "no forged output was merged")
+		require.Equal(t, historyBefore, kinds(history(t, e, id)), "nothing was recorded for the forged replies")
+
+		p.reply(cmd, answer{outcome: protocol.OutcomeSuccess, output: `{"ref":"B-1"}`})
+		done := wait(t, e, id)
+		require.Equal(t, saga.StatusCompleted, done.Status)
+		require.JSONEq(t, `{"ref":"B-1"}`, string(done.Data.Steps["book"]))
 	})
 }
