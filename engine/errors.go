@@ -17,4 +17,7 @@ var (
 	// definition, its definition or version header, its step or its attempt does not match the
 	// saga it names (a forged or misrouted reply). The error text names the mismatch.
 	ErrUntrustedReply = errors.New("untrusted reply")
+	// ErrTooLarge is matched by the *LimitError Start returns for a business key, idempotency key,
+	// input or command over its size limit.
+	ErrTooLarge = errors.New("too large")
 )

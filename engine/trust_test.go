@@ -2,7 +2,9 @@ package engine
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +18,8 @@ import (
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/saga"
 )
 
@@ -173,4 +177,85 @@ func TestForgedRepliesDeadLettered(t *testing.T) {
 		require.Equal(t, saga.StatusCompleted, done.Status)
 		require.JSONEq(t, `{"ref":"B-1"}`, string(done.Data.Steps["book"]))
 	})
+}
+
+func TestCheckBusinessKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		key     string
+		wantErr string
+		large   bool
+	}{
+		{name: "Empty", key: ""},
+		{name: "Plain", key: "order-42"},
+		{name: "SpacesAndUnicode", key: "Zürich Hbf → Genève 🚆"},
+		{name: "AtTheLimit", key: strings.Repeat("é", 128)},
+		{name: "OverTheLimit", key: strings.Repeat("k", 257), wantErr: "business key is 257 bytes, over the limit of 256 bytes", large: true},
+		{name: "NUL", key: "a\x00", wantErr: "contains U+0000 at byte 1"},
+		{name: "Newline", key: "a\nb", wantErr: "U+000A"},
+		{name: "Escape", key: "\x1b[2J", wantErr: "U+001B at byte 0"},
+		{name: "Delete", key: "a\x7f", wantErr: "U+007F"},
+		{name: "C1Control", key: "a\u0085", wantErr: "U+0085"},
+		{name: "BidiOverride", key: "abc\u202efed", wantErr: "U+202E"},
+		{name: "Tab", key: "a\tb", wantErr: "U+0009"},
+		{name: "InvalidUTF8", key: "a\xffb", wantErr: "not valid UTF-8"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := CheckBusinessKey(tt.key)
+			if tt.wantErr == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tt.wantErr)
+			require.ErrorIs(t, err, ErrInvalidInput)
+			require.Equal(t, tt.large, errors.Is(err, ErrTooLarge))
+		})
+	}
+}
+
+// TestStartLimits: Start refuses, before storing anything, a saga whose command would break the
+// header limit or the outbox's maximum message size, naming the limit.
+func TestStartLimits(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+		def := orderDefinition(t, "order", time.Minute)
+		w := outbox.NewWriter(sqldb.DialectOf(db), outbox.WriterConfig{MaxPayload: 4096})
+		e := newEngine(t, db, Config{Definitions: registry(t, def), MaxHeaderBytes: 700, Outbox: w})
+
+		_, err := e.Start(t.Context(), "order", strings.Repeat("k", 250), nil, StartOptions{})
+		require.ErrorIs(t, err, ErrTooLarge)
+		require.ErrorContains(t, err, "command headers is")
+		require.ErrorContains(t, err, "over the limit of 700 bytes (Config.MaxHeaderBytes")
+
+		_, err = e.Start(t.Context(), "order", "k", json.RawMessage(`"`+strings.Repeat("x", 4000)+`"`), StartOptions{})
+		require.ErrorIs(t, err, ErrTooLarge)
+		var le *LimitError
+		require.ErrorAs(t, err, &le)
+		require.Equal(t, 4096, le.Limit)
+		require.ErrorContains(t, err, "MaxPayload")
+
+		_, err = e.Start(t.Context(), "order", "k", nil, StartOptions{IdempotencyKey: "a\x00b"})
+		require.ErrorIs(t, err, ErrInvalidInput)
+		require.ErrorContains(t, err, "idempotency key contains U+0000")
+
+		list, err := e.List(t.Context(), Filter{})
+		require.NoError(t, err)
+		require.Empty(t, list)
+		var rows int
+		require.NoError(t, db.Get(&rows, `SELECT count(*) FROM sagaflow_outbox`))
+		require.Zero(t, rows)
+
+		_, err = e.Start(t.Context(), "order", "k", nil, StartOptions{})
+		require.NoError(t, err, "within the limits")
+	})
+}
+
+func TestConfigLimits(t *testing.T) {
+	t.Parallel()
+	_, err := New(Config{DB: &sqlx.DB{}, Definitions: registry(t), MaxHeaderBytes: 70_000, MaxInputBytes: -1})
+	require.ErrorContains(t, err, "MaxHeaderBytes must be 1..65535")
+	require.ErrorContains(t, err, "MaxInputBytes must be >= 1")
 }
