@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
@@ -20,4 +22,27 @@ func safe(s string) string {
 		}
 	}
 	return s
+}
+
+// escapeControls returns s with each non-printable character (and each invalid byte) replaced by
+// its Go escape (\n, \x1b, \u202e), for a line of text that quotes a user's file, such as a
+// definition error naming a field.
+func escapeControls(s string) string {
+	if safe(s) == s {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		if r == utf8.RuneError && !strings.HasPrefix(s[i:], string(utf8.RuneError)) {
+			fmt.Fprintf(&b, `\x%02x`, s[i]) // an invalid byte
+			continue
+		}
+		if unicode.IsPrint(r) {
+			b.WriteRune(r)
+			continue
+		}
+		q := strconv.QuoteRune(r)
+		b.WriteString(q[1 : len(q)-1])
+	}
+	return b.String()
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -52,4 +54,36 @@ func TestListAndShowEscapeControlCharacters(t *testing.T) {
 	require.NotContains(t, stdout, "\x1b")
 	require.NotRegexp(t, `(?m)^fake-id`, stdout, "no line starts with the forged text")
 	require.Contains(t, stdout, `\x1b[31mred`)
+}
+
+func TestEscapeControls(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, in, want string
+	}{
+		{"Clean", "f.yaml:3:1: name: unknown field", "f.yaml:3:1: name: unknown field"},
+		{"EscapeAndNewline", "f.yaml:3:1: x\x1b[31m\nforged: unknown field", `f.yaml:3:1: x\x1b[31m\nforged: unknown field`},
+		{"InvalidByte", "a\x0fb\xffc", `a\x0fb\xffc`},
+		{"ReplacementCharacterKept", "a\uFFFDb\u202e", `a` + "\uFFFD" + `b\u202e`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			require.Equal(t, tt.want, escapeControls(tt.in))
+		})
+	}
+}
+
+// TestValidateEscapesControlCharacters: a field name with an escape sequence and a newline in a
+// definition file is printed escaped, on one line.
+func TestValidateEscapesControlCharacters(t *testing.T) {
+	t.Parallel()
+	f := filepath.Join(t.TempDir(), "esc.yaml")
+	require.NoError(t, os.WriteFile(f, []byte("name: a\nversion: 1\n\"x\\e[31mred\\nforged\": 1\nsteps:\n  - {name: s, service: b, command: C}\n"), 0o600))
+	code, stdout, stderr := runCLI(t, "definitions", "validate", f)
+	require.Equal(t, exitFailure, code)
+	require.Empty(t, stdout)
+	require.NotContains(t, stderr, "\x1b")
+	require.Equal(t, []string{f + `:3:1: x\x1b[31mred\nforged: unknown field; expected one of defaults, description, name, steps, trigger, version`,
+		"1 of 1 files invalid"}, strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"))
 }
