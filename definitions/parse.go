@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 
@@ -69,7 +68,7 @@ func readDocument(filename string, src []byte) (*yaml.Node, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, emptyDocument(filename)
 		}
-		return nil, syntaxError(filename, err)
+		return nil, syntaxError(filename, src, err)
 	}
 	var next yaml.Node
 	switch err := dec.Decode(&next); {
@@ -77,7 +76,7 @@ func readDocument(filename string, src []byte) (*yaml.Node, error) {
 		return nil, ErrorList{{File: filename, Line: next.Line, Column: next.Column,
 			Msg: "only one YAML document is allowed: put each definition in its own file"}}
 	case !errors.Is(err, io.EOF):
-		return nil, syntaxError(filename, err)
+		return nil, syntaxError(filename, src, err)
 	}
 	if len(doc.Content) != 1 {
 		return nil, emptyDocument(filename)
@@ -91,22 +90,6 @@ func readDocument(filename string, src []byte) (*yaml.Node, error) {
 
 func emptyDocument(filename string) error {
 	return ErrorList{{File: filename, Line: 1, Column: 1, Msg: "empty document: a definition needs name, version and steps"}}
-}
-
-// yamlLineRe finds the line in an error of the YAML library, which has no error type.
-var yamlLineRe = regexp.MustCompile(`^yaml: line (\d+): `)
-
-func syntaxError(filename string, err error) error {
-	msg := err.Error()
-	e := &Error{File: filename}
-	if m := yamlLineRe.FindStringSubmatch(msg); m != nil {
-		e.Line, _ = strconv.Atoi(m[1])
-		msg = msg[len(m[0]):]
-	} else {
-		msg = strings.TrimPrefix(msg, "yaml: ")
-	}
-	e.Msg = "invalid YAML: " + msg
-	return ErrorList{e}
 }
 
 // checkStructure rejects the YAML features that a definition never needs and that hostile input

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"time"
@@ -71,6 +72,14 @@ type Config struct {
 	MeterProvider metric.MeterProvider
 	// ShutdownTimeout bounds how long Run waits for in-flight replies after ctx is done. Default 30s.
 	ShutdownTimeout time.Duration
+	// MaxInputBytes bounds the input of a start; Start refuses a larger one with a *LimitError.
+	// Default DefaultMaxInputBytes (512 KiB). The commands carry the input and the steps' outputs,
+	// and must fit in the outbox's MaxPayload (NATS's max_payload).
+	MaxInputBytes int
+	// MaxHeaderBytes bounds the header block of a command; Start refuses a saga whose first command
+	// would exceed it with a *LimitError. Default and maximum NATSMaxHeaderBytes (64 KiB), what
+	// JetStream stores.
+	MaxHeaderBytes int
 }
 
 func (c Config) withDefaults() Config {
@@ -107,6 +116,12 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.MaxInputBytes == 0 {
+		c.MaxInputBytes = DefaultMaxInputBytes
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = NATSMaxHeaderBytes
+	}
 	return c
 }
 
@@ -129,6 +144,12 @@ func (c Config) validate() error {
 	}
 	if c.TimerBatch < 1 {
 		errs = append(errs, errors.New("engine config: TimerBatch must be >= 1"))
+	}
+	if c.MaxInputBytes < 1 {
+		errs = append(errs, errors.New("engine config: MaxInputBytes must be >= 1"))
+	}
+	if c.MaxHeaderBytes < 1 || c.MaxHeaderBytes > NATSMaxHeaderBytes {
+		errs = append(errs, fmt.Errorf("engine config: MaxHeaderBytes must be 1..%d (NATS's header limit)", NATSMaxHeaderBytes))
 	}
 	return errors.Join(errs...)
 }

@@ -20,8 +20,17 @@
 // with saga.Apply, store the instance, append its history, write its outgoing commands to the
 // outbox and, for a reply, record the reply's message id in the inbox; commit; then acknowledge the
 // message. A reply that does not apply (stale, a duplicate, for a finished saga) is recorded in the
-// history as "ignored" with the reason and acknowledged, never applied; a malformed one, or one for
-// an unknown saga, goes to the dead-letter stream.
+// history as "ignored" with the reason and acknowledged, never applied; a malformed one, one for
+// an unknown saga, and one that cannot be a participant's answer to a command the saga sent (it
+// arrived on another definition's reply subject, its definition or version header names another
+// definition, its step or attempt was never sent: ErrUntrustedReply) goes to the dead-letter
+// stream with the reason.
+//
+// Start refuses, before writing anything, a business or idempotency key over
+// MaxBusinessKeyBytes or with non-printable characters (CheckBusinessKey), an input over
+// Config.MaxInputBytes, and a first command whose headers exceed Config.MaxHeaderBytes (NATS's
+// 64 KiB) or whose size exceeds the outbox's MaxPayload: a *LimitError (ErrTooLarge) or
+// ErrInvalidInput.
 //
 // Replies arrive through one durable JetStream consumer shared by every replica, read through a
 // Watermill router. The hot path batches them: up to Config.ReplyBatch replies are applied in one

@@ -4,6 +4,7 @@ import (
 	"context"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -116,6 +117,9 @@ func (e *Engine) start(ctx context.Context, sqlTx *sqlx.Tx, definition, business
 	if err != nil {
 		return "", nil, fmt.Errorf("start %s: %w", definition, err)
 	}
+	if err := e.checkStart(businessKey, input, opts); err != nil {
+		return "", nil, fmt.Errorf("start %s: %w", definition, err)
+	}
 	if len(input) > 0 && !json.Valid(input) {
 		return "", nil, fmt.Errorf("start %s: input is not valid JSON: %w", definition, ErrInvalidInput)
 	}
@@ -140,6 +144,9 @@ func (e *Engine) start(ctx context.Context, sqlTx *sqlx.Tx, definition, business
 	if rejected != nil {
 		return "", nil, fmt.Errorf("start %s: %w: %w", definition, ErrInvalidInput, rejected)
 	}
+	if err := e.checkHeaders(t.msgs); err != nil {
+		return "", nil, fmt.Errorf("start %s: %w", definition, err)
+	}
 	if opts.IdempotencyKey != "" || opts.Version != 0 {
 		t.history[0].Detail = detail("business_key", businessKey, "version", def.Version, "idempotency_key", opts.IdempotencyKey)
 	}
@@ -155,6 +162,10 @@ func (e *Engine) start(ctx context.Context, sqlTx *sqlx.Tx, definition, business
 		return id, nil, err
 	}
 	if err := t.flush(ctx); err != nil {
+		if tooLarge, ok := errors.AsType[*outbox.TooLargeError](err); ok {
+			return "", nil, fmt.Errorf("start %s: %w", definition, &LimitError{What: "command (input, data and headers)",
+				Size: tooLarge.Size, Limit: tooLarge.Limit, Setting: "the outbox's WriterConfig.MaxPayload, NATS's max_payload"})
+		}
 		return "", nil, err
 	}
 	return r.inst.ID, t, nil

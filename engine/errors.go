@@ -13,4 +13,11 @@ var (
 	// ErrInvalidInput is returned by Start for an input that is not valid JSON, and by the trigger
 	// for an event whose payload does not carry the business key.
 	ErrInvalidInput = errors.New("invalid input")
+	// ErrUntrustedReply is the reason a reply is dead-lettered instead of applied: its subject's
+	// definition, its definition or version header, its step or its attempt does not match the
+	// saga it names (a forged or misrouted reply). The error text names the mismatch.
+	ErrUntrustedReply = errors.New("untrusted reply")
+	// ErrTooLarge is matched by the *LimitError Start returns for a business key, idempotency key,
+	// input or command over its size limit.
+	ErrTooLarge = errors.New("too large")
 )

@@ -96,7 +96,7 @@ func applyReplies(t testing.TB, e *Engine, replies ...protocol.Reply) []error {
 	t.Helper()
 	jobs := make([]*replyJob, len(replies))
 	for i := range replies {
-		jobs[i] = &replyJob{reply: replies[i], done: make(chan error, 1)}
+		jobs[i] = &replyJob{reply: replies[i], subject: protocol.ReplySubject(replies[i].Definition), done: make(chan error, 1)}
 	}
 	e.applyReplies(context.Background(), jobs)
 	out := make([]error, len(jobs))

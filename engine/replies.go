@@ -22,6 +22,8 @@ import (
 // error to nack (or, wrapping bus.ErrPermanent, to dead-letter).
 type replyJob struct {
 	reply protocol.Reply
+	// subject is the subject the reply arrived on: saga.reply.<definition>.
+	subject string
 	// span is the span context the reply carried (its participant's span), linked from the step's.
 	span trace.SpanContext
 	done chan error
@@ -48,7 +50,7 @@ func (b *batcher) handleReply(msg *message.Message) error {
 	if err != nil {
 		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
 	}
-	job := &replyJob{reply: r, span: telemetry.SpanContextOf(msg.Metadata), done: make(chan error, 1)}
+	job := &replyJob{reply: r, subject: msg.Metadata.Get(bus.SubjectKey), span: telemetry.SpanContextOf(msg.Metadata), done: make(chan error, 1)}
 	select {
 	case b.jobs <- job:
 		return <-job.done
@@ -164,6 +166,9 @@ func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, jo
 	if err != nil {
 		return fmt.Errorf("reply %s for saga %s: %w", rp.MessageID, rp.SagaID, err), nil
 	}
+	if err := checkTrust(def, &r.inst, job); err != nil {
+		return fmt.Errorf("%w: reply %s for saga %s: %w", bus.ErrPermanent, rp.MessageID, rp.SagaID, err), nil
+	}
 	ev := saga.Event{
 		Kind:         saga.EventReply,
 		Time:         t.now,
@@ -188,6 +193,37 @@ func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, jo
 		return nil, err
 	}
 	return nil, nil
+}
+
+// checkTrust returns an error matching ErrUntrustedReply, naming the mismatch, unless job's reply
+// can be a participant's answer to a command inst sent: it arrived on the reply subject of inst's
+// definition, its definition header (and version header, when it has one) names inst's definition
+// and version, its step is a step of the definition, and its attempt of that action was sent.
+// Replies that pass but are not awaited now (an old attempt, a finished saga) are saga.Apply's to
+// reject: they are recorded in the history and ignored.
+func checkTrust(def *saga.Definition, inst *saga.Instance, job *replyJob) error {
+	rp := &job.reply
+	if want := protocol.ReplySubject(inst.Definition); job.subject != want {
+		return fmt.Errorf("%w: it arrived on %q, the saga's replies go to %q", ErrUntrustedReply, job.subject, want)
+	}
+	if rp.Definition != inst.Definition {
+		return fmt.Errorf("%w: header %s is %q, the saga runs %q", ErrUntrustedReply, protocol.HeaderDefinition, rp.Definition, inst.Definition)
+	}
+	if rp.Version != 0 && rp.Version != inst.Version {
+		return fmt.Errorf("%w: header %s is %d, the saga runs version %d", ErrUntrustedReply, protocol.HeaderVersion, rp.Version, inst.Version)
+	}
+	i := def.StepIndex(rp.Step)
+	if i < 0 || i >= len(inst.Steps) {
+		return fmt.Errorf("%w: step %q is not a step of %s v%d", ErrUntrustedReply, rp.Step, inst.Definition, inst.Version)
+	}
+	sent := inst.Steps[i].Attempts
+	if rp.Action == protocol.ActionCompensate {
+		sent = inst.Steps[i].CompensationAttempts
+	}
+	if rp.Attempt > sent {
+		return fmt.Errorf("%w: %s attempt %d of step %q was never sent (%d sent)", ErrUntrustedReply, rp.Action, rp.Attempt, rp.Step, sent)
+	}
+	return nil
 }
 
 // errShutdown is the verdict of a reply handed over after the batcher stopped: it is nacked and

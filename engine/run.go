@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -157,20 +158,25 @@ func (e *Engine) triggerHandler(definition string, trigger saga.Trigger) message
 	}
 }
 
-// businessKey extracts field from a JSON object payload: a string as is, a number as written.
-func businessKey(payload []byte, field string) (string, error) {
+// businessKey extracts the value at path from a JSON object payload: a string as is, a number as
+// written. path is a field name or a dotted path into nested objects ("output.flight_ref" reads
+// payload["output"]["flight_ref"]); a field whose own name is the whole path is taken first.
+func businessKey(payload []byte, path string) (string, error) {
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &obj); err != nil {
 		return "", fmt.Errorf("payload is not a JSON object: %w", ErrInvalidInput)
 	}
-	raw, ok := obj[field]
+	raw, ok := obj[path]
+	if !ok {
+		raw, ok = lookupPath(obj, path)
+	}
 	if !ok || string(raw) == "null" {
-		return "", fmt.Errorf("payload has no field %q for the business key: %w", field, ErrInvalidInput)
+		return "", fmt.Errorf("payload has no field %q for the business key: %w", path, ErrInvalidInput)
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
 		if s == "" {
-			return "", fmt.Errorf("payload field %q is empty: %w", field, ErrInvalidInput)
+			return "", fmt.Errorf("payload field %q is empty: %w", path, ErrInvalidInput)
 		}
 		return s, nil
 	}
@@ -180,5 +186,24 @@ func businessKey(payload []byte, field string) (string, error) {
 			return n.String(), nil
 		}
 	}
-	return "", fmt.Errorf("payload field %q is %s, want a string or a number: %w", field, raw, ErrInvalidInput)
+	return "", fmt.Errorf("payload field %q is %s, want a string or a number: %w", path, raw, ErrInvalidInput)
+}
+
+// lookupPath follows the dotted path through nested JSON objects and reports whether it exists.
+func lookupPath(obj map[string]json.RawMessage, path string) (json.RawMessage, bool) {
+	names := strings.Split(path, ".")
+	for i, name := range names {
+		raw, ok := obj[name]
+		if !ok {
+			return nil, false
+		}
+		if i == len(names)-1 {
+			return raw, true
+		}
+		obj = nil
+		if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+			return nil, false
+		}
+	}
+	return nil, false
 }

@@ -96,7 +96,7 @@ func (s *store) claimDue(ctx context.Context, tx *sqlx.Tx, now time.Time, limit 
 func (s *store) selectRows(ctx context.Context, q sqlx.QueryerContext, query string, args ...any) (map[string]*row, error) {
 	var recs []record
 	if err := sqlx.SelectContext(ctx, q, &recs, query, args...); err != nil {
-		return nil, fmt.Errorf("load sagas: %w", err)
+		return nil, fmt.Errorf("load sagas: %w", sqldb.Translate(err))
 	}
 	rows := make(map[string]*row, len(recs))
 	for i := range recs {
@@ -149,7 +149,7 @@ func (s *store) findByIdempotencyKey(ctx context.Context, q sqlx.QueryerContext,
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("find saga by idempotency key: %w", err)
+		return "", fmt.Errorf("find saga by idempotency key: %w", sqldb.Translate(err))
 	}
 	return id, nil
 }
@@ -181,11 +181,11 @@ func (s *store) insert(ctx context.Context, tx sqlx.ExtContext, r *row) (bool, e
 		string(in.Status), string(state), r.traceID, int(r.traceFlags), nullTime(in.Deadline), idem, r.rowVersion, r.historySeq,
 		in.CreatedAt.UTC(), in.UpdatedAt.UTC(), nullTime(in.FinishedAt))
 	if err != nil {
-		return false, fmt.Errorf("insert saga %s: %w", in.ID, err)
+		return false, fmt.Errorf("insert saga %s: %w", in.ID, sqldb.Translate(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return false, fmt.Errorf("insert saga %s: %w", in.ID, err)
+		return false, fmt.Errorf("insert saga %s: %w", in.ID, sqldb.Translate(err))
 	}
 	return n == 1, nil
 }
@@ -363,7 +363,7 @@ func (s *store) list(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]I
 	args = append(args, f.Limit)
 	var recs []record
 	if err := sqlx.SelectContext(ctx, db, &recs, sqlx.Rebind(bindOf(s.dialect), q), args...); err != nil {
-		return nil, fmt.Errorf("list sagas: %w", err)
+		return nil, fmt.Errorf("list sagas: %w", sqldb.Translate(err))
 	}
 	out := make([]Instance, 0, len(recs))
 	for i := range recs {
@@ -393,7 +393,7 @@ func (s *store) history(ctx context.Context, db sqlx.QueryerContext, id string) 
 	var rows []entry
 	q := `SELECT saga_id, seq, at, kind, step, attempt, action, outcome, actor, detail FROM sagaflow_history WHERE saga_id = ? ORDER BY seq`
 	if err := sqlx.SelectContext(ctx, db, &rows, sqlx.Rebind(bindOf(s.dialect), q), id); err != nil {
-		return nil, fmt.Errorf("read history of saga %s: %w", id, err)
+		return nil, fmt.Errorf("read history of saga %s: %w", id, sqldb.Translate(err))
 	}
 	out := make([]HistoryEntry, len(rows))
 	for i := range rows {

@@ -271,27 +271,28 @@ func TestStore(t *testing.T) {
 
 			// The same reply again (same message id): recorded as ignored, not applied.
 			require.Equal(t, []error{nil}, applyReplies(t, e, created))
-			// A stale reply (another message id, an attempt never sent): ignored too.
-			stale := reply(id, "order", "create-order", 2, false, protocol.OutcomeSuccess, `{}`)
-			require.Equal(t, []error{nil}, applyReplies(t, e, stale))
+			// A reply for an attempt never sent cannot be a participant's answer: dead-lettered.
+			forged := reply(id, "order", "create-order", 2, false, protocol.OutcomeSuccess, `{}`)
+			verdicts := applyReplies(t, e, forged)
+			require.ErrorIs(t, verdicts[0], bus.ErrPermanent)
+			require.ErrorIs(t, verdicts[0], ErrUntrustedReply)
 			after := get(t, e, id)
-			require.Equal(t, inst.Instance, after.Instance, "ignored replies change nothing")
+			require.Equal(t, inst.Instance, after.Instance, "ignored and refused replies change nothing")
 
 			h := history(t, e, id)
 			require.Equal(t, []string{
 				"started", "command create-order 1 forward",
 				"reply create-order 1 forward success", "command reserve-inventory 1 forward",
-				"ignored create-order 1 forward success", "ignored create-order 2 forward success",
+				"ignored create-order 1 forward success",
 			}, kinds(h))
 			require.Contains(t, string(h[4].Detail), "duplicate")
-			require.Contains(t, string(h[5].Detail), "stale")
 
 			// A reply for a saga that does not exist goes to the dead-letter stream.
 			unknown := reply("01900000-0000-7000-8000-000000000000", "order", "create-order", 1, false, protocol.OutcomeSuccess, `{}`)
 			// Two replies for one saga in one batch apply in order, beside the unknown one.
 			reserved := reply(id, "order", "reserve-inventory", 1, false, protocol.OutcomeSuccess, `{"reserved":true}`)
 			charged := reply(id, "order", "charge-payment", 1, false, protocol.OutcomeSuccess, `{"charged":true}`)
-			verdicts := applyReplies(t, e, reserved, unknown, charged)
+			verdicts = applyReplies(t, e, reserved, unknown, charged)
 			require.NoError(t, verdicts[0])
 			require.ErrorIs(t, verdicts[1], bus.ErrPermanent)
 			require.NoError(t, verdicts[2])
@@ -301,7 +302,7 @@ func TestStore(t *testing.T) {
 			require.Equal(t, []string{
 				"reply reserve-inventory 1 forward success", "command charge-payment 1 forward",
 				"reply charge-payment 1 forward success", "finished completed",
-			}, kinds(history(t, e, id))[6:])
+			}, kinds(history(t, e, id))[5:])
 			next, err := e.store.nextDeadline(t.Context(), db)
 			require.NoError(t, err)
 			require.True(t, next.IsZero(), "a finished saga has no deadline")

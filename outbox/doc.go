@@ -36,8 +36,10 @@
 // used: ids are assigned at insert and become visible at commit, so it would skip late commits.
 //
 // When NATS is unreachable the relay backs off (exponentially, capped) and retries the same rows;
-// outages never count against a row. A row refused because of itself (an invalid subject, a
-// payload over the server's maximum) counts an attempt; after RelayConfig.MaxAttempts it is
+// outages never count against a row (JetStream unavailable, or one of Sagaflow's own streams
+// missing until it is recreated). A row refused because of itself (an invalid subject, a subject
+// no stream captures, a payload or headers over the server's maximum: see
+// bus.IsPermanentPublishError) counts an attempt; after RelayConfig.MaxAttempts it is
 // quarantined with its last error (quarantined_at, last_error), logged, counted in Stats, and
 // skipped, so it does not block the rows behind it.
 //

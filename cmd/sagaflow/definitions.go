@@ -43,11 +43,11 @@ parser does not report one). The exit status is 0 when every file is valid and 1
 				var list definitions.ErrorList
 				if errors.As(err, &list) {
 					for _, e := range list {
-						fmt.Fprintln(errOut, e.Error())
+						fmt.Fprintln(errOut, escapeControls(e.Error()))
 					}
 					continue
 				}
-				fmt.Fprintf(errOut, "%s: %v\n", f, err)
+				fmt.Fprintf(errOut, "%s: %s\n", f, escapeControls(err.Error()))
 			}
 			if failed > 0 {
 				fmt.Fprintf(errOut, "%d of %d files invalid\n", failed, len(files))

@@ -122,7 +122,7 @@ func newListCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tDEFINITION\tKEY\tSTATUS\tSTEP\tAGE\tLAST ERROR")
 			for _, in := range resp.Sagas {
-				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%s\t%s\t%s\n", in.ID, in.Definition, in.Version, dash(in.BusinessKey),
+				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%s\t%s\t%s\n", safe(in.ID), safe(in.Definition), in.Version, dash(in.BusinessKey),
 					in.Status, currentStep(&in.Instance), age(in.CreatedAt), dash(truncate(in.LastError, 60)))
 			}
 			if err := tw.Flush(); err != nil {
@@ -241,8 +241,8 @@ func newRedriveCmd() *cobra.Command {
 
 func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry, traceURL string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "Saga:\t%s\n", in.ID)
-	fmt.Fprintf(tw, "Definition:\t%s v%d\n", in.Definition, in.Version)
+	fmt.Fprintf(tw, "Saga:\t%s\n", safe(in.ID))
+	fmt.Fprintf(tw, "Definition:\t%s v%d\n", safe(in.Definition), in.Version)
 	fmt.Fprintf(tw, "Business key:\t%s\n", dash(in.BusinessKey))
 	fmt.Fprintf(tw, "Status:\t%s\n", in.Status)
 	fmt.Fprintf(tw, "Started:\t%s\n", in.CreatedAt.Format(time.RFC3339Nano))
@@ -258,7 +258,7 @@ func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry,
 		}
 	}
 	if in.LastError != "" {
-		fmt.Fprintf(tw, "Last error:\t%s\n", in.LastError)
+		fmt.Fprintf(tw, "Last error:\t%s\n", safe(in.LastError))
 	}
 	fmt.Fprintln(tw, "\nSTEP\tSTATUS\tATTEMPTS\tDURATION\tCOMPENSATION\tERROR")
 	for _, s := range in.Steps {
@@ -266,7 +266,7 @@ func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry,
 		if s.CompensationAttempts > 0 {
 			comp = fmt.Sprintf("%d attempt(s) %s", s.CompensationAttempts, span(s.CompensationStartedAt, s.CompensationFinishedAt))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", s.Name, s.Status, s.Attempts, span(s.StartedAt, s.FinishedAt), comp, dash(s.LastError))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", safe(s.Name), s.Status, s.Attempts, span(s.StartedAt, s.FinishedAt), comp, dash(s.LastError))
 	}
 	fmt.Fprintln(tw, "\nHISTORY\tAT\tKIND\tSTEP\tATTEMPT\tACTION\tOUTCOME\tDETAIL")
 	for _, h := range hist {
@@ -290,7 +290,7 @@ func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry,
 
 func currentStep(in *saga.Instance) string {
 	if in.Step >= 0 && in.Step < len(in.Steps) {
-		return in.Steps[in.Step].Name
+		return safe(in.Steps[in.Step].Name)
 	}
 	return "-"
 }
@@ -313,11 +313,12 @@ func age(t time.Time) string {
 	return time.Since(t).Round(time.Second).String()
 }
 
+// dash returns "-" for an empty field, else the field made safe for a terminal (see safe).
 func dash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return s
+	return safe(s)
 }
 
 func truncate(s string, n int) string {

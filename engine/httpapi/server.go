@@ -69,7 +69,7 @@ type OperationRequest struct {
 // Error is the body of every error answer.
 type Error struct {
 	Message string `json:"error"`
-	// Code is stable for scripts: bad_request, not_found, conflict, internal.
+	// Code is stable for scripts: bad_request, too_large, not_found, conflict, internal.
 	Code string `json:"code"`
 }
 
@@ -129,6 +129,10 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request) {
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := engine.Filter{Definition: q.Get("definition"), Status: q.Get("status"), BusinessKey: q.Get("business_key"), Before: q.Get("before")}
+	if err := engine.CheckBusinessKey(f.BusinessKey); err != nil {
+		h.fail(w, r, fmt.Errorf("query parameter business_key: %w", err))
+		return
+	}
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > 1000 {
@@ -178,6 +182,10 @@ func (h *handler) get(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) getByKey(w http.ResponseWriter, r *http.Request) {
+	if err := engine.CheckBusinessKey(r.PathValue("key")); err != nil {
+		h.fail(w, r, fmt.Errorf("path parameter key: %w", err))
+		return
+	}
 	inst, err := h.e.GetByKey(r.Context(), r.PathValue("name"), r.PathValue("key"))
 	if err != nil {
 		h.fail(w, r, err)
@@ -226,6 +234,10 @@ func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if tooLarge, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			h.fail(w, r, &engine.LimitError{What: "request body", Size: int(tooLarge.Limit) + 1, Limit: int(tooLarge.Limit), Setting: "the API's request limit"})
+			return false
+		}
 		h.fail(w, r, badRequest("request body: "+err.Error()))
 		return false
 	}
@@ -237,11 +249,14 @@ type badRequest string
 func (b badRequest) Error() string { return string(b) }
 
 // fail maps an error to its status: the engine's and the state machine's sentinels say whether the
-// caller asked for something wrong (4xx) or the server failed (500, logged).
+// caller asked for something wrong (4xx, with the error's text) or the server failed (500, logged;
+// the answer says only that, so no database or driver text ever reaches a client).
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, code := http.StatusInternalServerError, "internal"
 	var br badRequest
 	switch {
+	case errors.Is(err, engine.ErrTooLarge):
+		status, code = http.StatusRequestEntityTooLarge, "too_large"
 	case errors.As(err, &br), errors.Is(err, engine.ErrInvalidInput):
 		status, code = http.StatusBadRequest, "bad_request"
 	case errors.Is(err, engine.ErrNotFound), errors.Is(err, definitions.ErrNotFound):
@@ -250,10 +265,12 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		errors.Is(err, engine.ErrConflict):
 		status, code = http.StatusConflict, "conflict"
 	}
+	msg := err.Error()
 	if status == http.StatusInternalServerError {
 		h.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = "internal error: the request failed on the server; its log has the cause"
 	}
-	writeJSON(w, status, Error{Message: err.Error(), Code: code})
+	writeJSON(w, status, Error{Message: msg, Code: code})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -2,6 +2,7 @@ package bus_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -92,10 +93,10 @@ func TestPublisher(t *testing.T) {
 		require.ErrorContains(t, err, "bad-1")
 		require.True(t, bus.IsPermanentPublishError(pe.Failures[0].Err))
 
-		// No stream for the subject: transient (JetStream may be starting), not permanent.
-		err = pub.Publish("nostream.x", message.NewMessage("n-1", nil))
+		// A subject no stream captures, JetStream answering: permanent (TestPublisherNoStream).
+		err = pub.Publish("nostream.x", message.NewMessage("n-2", nil))
 		require.ErrorAs(t, err, &pe)
-		require.False(t, bus.IsPermanentPublishError(pe.Failures[0].Err), "%v", err)
+		require.True(t, bus.IsPermanentPublishError(pe.Failures[0].Err), "%v", err)
 
 		require.NoError(t, pub.Close())
 		require.NoError(t, pub.Close())
@@ -166,4 +167,55 @@ func TestDeadLetterPermanentError(t *testing.T) {
 	require.Equal(t, "saga.dlq.saga.cmd.payment.Charge", raw.Subject)
 	require.Equal(t, "1", raw.Header.Get(bus.HeaderDLQDeliveries), "permanent: dead-lettered on the first delivery")
 	require.Contains(t, raw.Header.Get(bus.HeaderDLQReason), "decode command")
+}
+
+// TestPublisherNoStream: a subject no stream captures is a permanent failure of that message, but
+// "no stream" for one of Sagaflow's own subjects, or while JetStream is unavailable, is an outage.
+func TestPublisherNoStream(t *testing.T) {
+	t.Parallel()
+	publish := func(t *testing.T, pub *bus.Publisher, subject string) error {
+		t.Helper()
+		err := pub.Publish(subject, message.NewMessage(watermill.NewUUID(), []byte("x")))
+		var pe *bus.PublishError
+		require.ErrorAs(t, err, &pe)
+		require.Len(t, pe.Failures, 1)
+		return err
+	}
+	t.Run("ForeignSubjectIsPermanent", func(t *testing.T) {
+		t.Parallel()
+		js, pub := setup(t)
+		err := publish(t, pub, "x.y.z")
+		var ns *bus.NoStreamError
+		require.ErrorAs(t, err, &ns)
+		require.Equal(t, "x.y.z", ns.Subject)
+		require.ErrorIs(t, err, jetstream.ErrNoStreamResponse)
+		require.True(t, bus.IsPermanentPublishError(err))
+		// A stream created for the subject afterwards takes it (after the lookup cache expires).
+		_, err = js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "XYZ", Subjects: []string{"x.>"}})
+		require.NoError(t, err)
+		deadline := time.Now().Add(time.Minute)
+		for pub.Publish("x.y.z", message.NewMessage(watermill.NewUUID(), []byte("x"))) != nil {
+			require.True(t, time.Now().Before(deadline), "the new stream never took x.y.z")
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	t.Run("OwnStreamMissingIsAnOutage", func(t *testing.T) {
+		t.Parallel()
+		js, pub := setup(t)
+		require.NoError(t, js.DeleteStream(t.Context(), bus.StreamReplies))
+		err := publish(t, pub, "saga.reply.order")
+		require.ErrorIs(t, err, jetstream.ErrNoStreamResponse)
+		require.False(t, bus.IsPermanentPublishError(err))
+	})
+	t.Run("JetStreamUnavailableIsAnOutage", func(t *testing.T) {
+		t.Parallel()
+		js := natstest.New(t, &natstest.Opts{NoJetStream: true}).JetStream(t)
+		pub, err := bus.NewPublisher(js, bus.PublisherConfig{AckTimeout: 5 * time.Second})
+		require.NoError(t, err)
+		err = publish(t, pub, "x.y.z")
+		require.ErrorIs(t, err, jetstream.ErrNoStreamResponse)
+		var ns *bus.NoStreamError
+		require.False(t, errors.As(err, &ns))
+		require.False(t, bus.IsPermanentPublishError(err))
+	})
 }

@@ -64,13 +64,30 @@ func (e *PublishError) Unwrap() []error {
 	return errs
 }
 
+// NoStreamError is the failure of a message whose subject no JetStream stream captures: the
+// server had no stream to answer the publish, and JetStream itself answered a lookup of the
+// subject (StreamNameBySubject) with "no stream matches". Publisher returns it only for a subject
+// outside Sagaflow's own streams (see OwnSubject); it is permanent (IsPermanentPublishError).
+type NoStreamError struct {
+	Subject string
+	Err     error // the publish failure, jetstream.ErrNoStreamResponse
+}
+
+func (e *NoStreamError) Error() string {
+	return fmt.Sprintf("no stream captures subject %s (%v)", e.Subject, e.Err)
+}
+
+func (e *NoStreamError) Unwrap() error { return e.Err }
+
 // IsPermanentPublishError reports whether publishing a message failed because of the message itself
-// (a subject NATS refuses, a payload over the server's or stream's maximum, a request JetStream
-// rejects as bad) so that retrying it cannot succeed. Everything else (a disconnected client, a timeout, no
-// stream answering while JetStream restarts) is transient.
+// (a subject NATS refuses, a subject no stream captures (*NoStreamError), a payload or header over
+// the server's or stream's maximum, a request JetStream rejects as bad) so that retrying it cannot
+// succeed. Everything else (a disconnected client, a timeout, no stream answering while JetStream
+// restarts or one of Sagaflow's own streams is being recreated) is transient.
 func IsPermanentPublishError(err error) bool {
+	var noStream *NoStreamError
 	if errors.Is(err, nats.ErrBadSubject) || errors.Is(err, nats.ErrMaxPayload) ||
-		errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) || errors.As(err, &noStream) {
 		return true
 	}
 	var apiErr *jetstream.APIError

@@ -1,10 +1,12 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -76,7 +78,21 @@ type Publisher struct {
 	cfg    PublisherConfig
 	closed atomic.Bool
 	heal   *streamHeal
+
+	// lookups caches, per subject, JetStream's answer to "which stream captures it" after a
+	// publish found no stream, for lookupTTL, so a batch of such rows costs one API call.
+	mu      sync.Mutex
+	lookups map[string]lookup
 }
+
+// lookup is a cached StreamNameBySubject answer.
+type lookup struct {
+	err error
+	at  time.Time
+}
+
+// lookupTTL is how long a stream lookup is trusted: short, so a stream created meanwhile is seen.
+const lookupTTL = 2 * time.Second
 
 // NewPublisher returns a Publisher over js. It fails on an invalid cfg.
 func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) (*Publisher, error) {
@@ -87,7 +103,7 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) (*Publisher, erro
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("new publisher: %w", err)
 	}
-	return &Publisher{js: js, cfg: cfg, heal: &streamHeal{healer: newHealer(js, cfg.Logger, cfg.MeterProvider)}}, nil
+	return &Publisher{js: js, cfg: cfg, heal: &streamHeal{healer: newHealer(js, cfg.Logger, cfg.MeterProvider)}, lookups: map[string]lookup{}}, nil
 }
 
 // Publish sends msgs to JetStream and returns when every one is acknowledged. The subject is topic,
@@ -155,11 +171,47 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		wait(waited, deadline.C)
 	}
 	deadline.Stop()
+	for i := range failures {
+		failures[i].Err = p.diagnose(failures[i].Subject, failures[i].Err)
+	}
 	if len(failures) > 0 {
 		p.heal.healStreams(failures)
 		return &PublishError{Failures: failures}
 	}
 	return nil
+}
+
+// diagnose returns err, or a *NoStreamError when err is "no response from stream" and the
+// message itself is at fault (noStreamIsPermanent): JetStream answers, and no stream captures the
+// subject.
+func (p *Publisher) diagnose(subject string, err error) error {
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+		return err
+	}
+	if OwnSubject(subject) {
+		return err // one of ours: missing for now, recreated by whoever notices
+	}
+	p.mu.Lock()
+	l, ok := p.lookups[subject]
+	p.mu.Unlock()
+	if !ok || time.Since(l.at) > lookupTTL {
+		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AckTimeout)
+		_, lerr := p.js.StreamNameBySubject(ctx, subject)
+		cancel()
+		l = lookup{err: lerr, at: time.Now()}
+		p.mu.Lock()
+		for s, old := range p.lookups { // keep the cache small: drop what has expired
+			if time.Since(old.at) > lookupTTL {
+				delete(p.lookups, s)
+			}
+		}
+		p.lookups[subject] = l
+		p.mu.Unlock()
+	}
+	if noStreamIsPermanent(subject, l.err) {
+		return &NoStreamError{Subject: subject, Err: err}
+	}
+	return err
 }
 
 // natsMsg converts m: metadata → headers (case kept, local keys dropped), payload → data.

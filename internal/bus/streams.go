@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,6 +32,28 @@ var streamSubjects = []struct{ name, subject string }{
 	{StreamReplies, "saga.reply.>"},
 	{StreamEvents, "events.>"},
 	{StreamDLQ, DLQPrefix + ">"},
+}
+
+// OwnSubject reports whether one of Sagaflow's streams (saga.cmd.>, saga.reply.>, events.>,
+// saga.dlq.>) captures subject. For such a subject "no stream" is an outage, never the message's
+// fault: the stream is missing for a while and every process recreates it.
+func OwnSubject(subject string) bool {
+	for _, s := range streamSubjects {
+		prefix := strings.TrimSuffix(s.subject, ">")
+		if len(subject) > len(prefix) && strings.HasPrefix(subject, prefix) {
+			return true
+		}
+	}
+	return false
+}
+
+// noStreamIsPermanent decides whether a message refused with "no response from stream" failed
+// because of itself: only when its subject is outside Sagaflow's streams and JetStream answered
+// the lookup of the subject with "no stream matches" (lookupErr is jetstream.ErrStreamNotFound).
+// A lookup that failed otherwise (no responders while JetStream is unavailable, a timeout) means
+// an outage, and so does any subject of Sagaflow's own streams.
+func noStreamIsPermanent(subject string, lookupErr error) bool {
+	return !OwnSubject(subject) && errors.Is(lookupErr, jetstream.ErrStreamNotFound)
 }
 
 // DefaultDuplicates is JetStream's own default duplicate window.

@@ -28,6 +28,9 @@ type Opts struct {
 	SyncAlways bool
 	// MaxPayload overrides the server's maximum message size (default 1 MiB).
 	MaxPayload int32
+	// NoJetStream runs plain NATS without JetStream: JetStream API requests and publishes to
+	// streams find no responders, as while JetStream is unavailable.
+	NoJetStream bool
 }
 
 // Server is a running (or stopped) in-process NATS server.
@@ -66,7 +69,7 @@ func (s *Server) Start() {
 		ServerName: "natstest",
 		Host:       "127.0.0.1",
 		Port:       s.port,
-		JetStream:  true,
+		JetStream:  !s.opts.NoJetStream,
 		StoreDir:   s.dir,
 		SyncAlways: s.opts.SyncAlways,
 		NoSigs:     true,
@@ -93,7 +96,7 @@ func (s *Server) Start() {
 	if srv == nil {
 		s.t.Fatalf("natstest: server on 127.0.0.1:%d not ready", s.port)
 	}
-	if !srv.JetStreamEnabled() {
+	if !s.opts.NoJetStream && !srv.JetStreamEnabled() {
 		s.t.Fatal("natstest: JetStream not enabled")
 	}
 	if s.port == server.RANDOM_PORT {

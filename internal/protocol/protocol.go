@@ -133,10 +133,13 @@ type Reply struct {
 	MessageID  string
 	SagaID     string
 	Definition string
-	Step       string
-	Attempt    int
-	Action     Action
-	Outcome    Outcome
+	// Version is the definition version copied from the command; 0 when the reply has no
+	// Sagaflow-Definition-Version header (participants written before it was part of the contract).
+	Version int
+	Step    string
+	Attempt int
+	Action  Action
+	Outcome Outcome
 	// Output is the step's result on success (any JSON; null when none).
 	Output json.RawMessage
 	// Reason explains a failure or a refusal.
@@ -157,6 +160,7 @@ func (c *Command) Answer(outcome Outcome) Reply {
 	return Reply{
 		SagaID:     c.SagaID,
 		Definition: c.Definition,
+		Version:    c.Version,
 		Step:       c.Step,
 		Attempt:    c.Attempt,
 		Action:     c.Action,
@@ -175,6 +179,9 @@ func (r *Reply) Message() (*message.Message, error) {
 	md := m.Metadata
 	md.Set(HeaderSagaID, r.SagaID)
 	md.Set(HeaderDefinition, r.Definition)
+	if r.Version > 0 {
+		md.Set(HeaderVersion, strconv.Itoa(r.Version))
+	}
 	md.Set(HeaderStep, r.Step)
 	md.Set(HeaderAttempt, strconv.Itoa(r.Attempt))
 	md.Set(HeaderAction, string(r.Action))
@@ -251,7 +258,14 @@ func ParseReply(m *message.Message) (Reply, error) {
 	if id := md.Get(HeaderMsgID); id != "" {
 		r.MessageID = id
 	}
-	errs = append(errs, require(HeaderSagaID, r.SagaID), require(HeaderStep, r.Step))
+	errs = append(errs, require(HeaderSagaID, r.SagaID), require(HeaderDefinition, r.Definition), require(HeaderStep, r.Step))
+	if v := md.Get(HeaderVersion); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("header %s is %q, want an integer >= 1", HeaderVersion, v))
+		}
+		r.Version = n
+	}
 	r.Attempt, errs = attempt(md, errs)
 	if r.Action != ActionForward && r.Action != ActionCompensate {
 		errs = append(errs, fmt.Errorf("header %s is %q, want forward or compensate", HeaderAction, r.Action))

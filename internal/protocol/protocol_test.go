@@ -28,8 +28,9 @@ func TestCommandRoundTrip(t *testing.T) {
 
 func TestReplyRoundTrip(t *testing.T) {
 	t.Parallel()
-	c := protocol.Command{SagaID: "s1", Definition: "d", Step: "a", Attempt: 1, Action: protocol.ActionForward, Service: "svc"}
+	c := protocol.Command{SagaID: "s1", Definition: "d", Version: 3, Step: "a", Attempt: 1, Action: protocol.ActionForward, Service: "svc"}
 	r := c.Answer(protocol.OutcomeSuccess)
+	require.Equal(t, 3, r.Version, "a reply carries its command's definition version")
 	r.MessageID, r.Output = "r1", json.RawMessage(`{"id":7}`)
 	m, err := r.Message()
 	require.NoError(t, err)
@@ -68,4 +69,15 @@ func TestParseRejectsMalformed(t *testing.T) {
 	m.Metadata = message.Metadata{protocol.HeaderSagaID: "s", protocol.HeaderStep: "a", protocol.HeaderAttempt: "1", protocol.HeaderAction: "forward", protocol.HeaderOutcome: "maybe"}
 	_, err := protocol.ParseReply(m)
 	require.ErrorContains(t, err, `Sagaflow-Outcome is "maybe"`)
+	require.ErrorContains(t, err, "Sagaflow-Definition is missing")
+	m.Metadata.Set(protocol.HeaderDefinition, "d")
+	m.Metadata.Set(protocol.HeaderOutcome, "success")
+	m.Metadata.Set(protocol.HeaderVersion, "v2")
+	_, err = protocol.ParseReply(m)
+	require.ErrorIs(t, err, protocol.ErrMalformed)
+	require.ErrorContains(t, err, `Sagaflow-Definition-Version is "v2"`)
+	delete(m.Metadata, protocol.HeaderVersion)
+	got, err := protocol.ParseReply(m)
+	require.NoError(t, err, "a reply without a version header is still accepted")
+	require.Zero(t, got.Version)
 }
