@@ -77,6 +77,9 @@ func (c *Client) List(ctx context.Context, f engine.Filter) (ListResponse, error
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
+	if f.NeedsAttention {
+		q.Set("needs_attention", "true")
+	}
 	var resp ListResponse
 	err := c.do(ctx, http.MethodGet, "/v1/sagas?"+q.Encode(), nil, &resp)
 	return resp, err

@@ -5,7 +5,7 @@
 // Routes (all bodies JSON; errors are {"error": "...", "code": "..."} with a 4xx/5xx status):
 //
 //	POST /v1/sagas                      start: {"definition","version","business_key","input","idempotency_key"} → 201 {"id"}
-//	GET  /v1/sagas?definition=&status=&business_key=&limit=&before=   → {"sagas":[...],"next":"<cursor>"}
+//	GET  /v1/sagas?definition=&status=&business_key=&needs_attention=true&limit=&before=   → {"sagas":[...],"next":"<cursor>"}
 //	GET  /v1/sagas/{id}                 → the instance
 //	GET  /v1/sagas/{id}/history         → {"history":[...]}
 //	GET  /v1/definitions/{name}/sagas/{key}   → the instance with that business key

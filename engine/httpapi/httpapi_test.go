@@ -74,6 +74,20 @@ func TestAPI(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, page.Sagas, 1)
 
+		// The operator's queue: only the flagged saga (the engine flags a late effect; here the
+		// column is set directly, as its migration defines it).
+		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		require.NoError(t, err)
+		require.Empty(t, page.Sagas)
+		_, err = db.ExecContext(ctx, db.Rebind(`UPDATE sagaflow_instances SET attention = ? WHERE id = ?`), "late effect of step \"debit\"", id2)
+		require.NoError(t, err)
+		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		require.NoError(t, err)
+		require.Len(t, page.Sagas, 1)
+		require.Equal(t, id2, page.Sagas[0].ID)
+		require.True(t, page.Sagas[0].NeedsAttention)
+		require.Equal(t, `late effect of step "debit"`, page.Sagas[0].Attention)
+
 		cancelled, err := c.Cancel(ctx, id, "customer asked")
 		require.NoError(t, err)
 		require.Equal(t, id, cancelled.ID)

@@ -137,6 +137,14 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Limit = n
 	}
+	if s := q.Get("needs_attention"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			h.fail(w, r, badRequest(fmt.Sprintf("query parameter needs_attention=%q: want true or false", s)))
+			return
+		}
+		f.NeedsAttention = b
+	}
 	if f.Status != "" && !validStatus(f.Status) {
 		h.fail(w, r, badRequest(fmt.Sprintf("query parameter status=%q: want running, compensating, completed, compensated or failed", f.Status)))
 		return
@@ -247,7 +255,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, engine.ErrNotFound), errors.Is(err, definitions.ErrNotFound):
 		status, code = http.StatusNotFound, "not_found"
 	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed),
-		errors.Is(err, engine.ErrConflict):
+		errors.Is(err, saga.ErrNotCancellable), errors.Is(err, engine.ErrConflict):
 		status, code = http.StatusConflict, "conflict"
 	}
 	if status == http.StatusInternalServerError {
