@@ -13,4 +13,7 @@ var (
 	// ErrInvalidInput is returned by Start for an input that is not valid JSON, and by the trigger
 	// for an event whose payload does not carry the business key.
 	ErrInvalidInput = errors.New("invalid input")
+	// ErrNoAttention is returned by Resolve for an instance that is not in the operator's queue
+	// (its NeedsAttention is false).
+	ErrNoAttention = errors.New("saga does not need attention")
 )

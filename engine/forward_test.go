@@ -197,6 +197,20 @@ func TestForwardRecovery(t *testing.T) {
 				return n == 2
 			})
 			require.Equal(t, map[string]int64{"fulfilment/schedule-shipping": 1}, lateEffects(t, reader))
+
+			// Reconciled by hand, the operator takes it out of the queue; that is audited.
+			require.NoError(t, e.Resolve(t.Context(), id, "sre", "shipment s-1 recalled"))
+			got = get(t, e, id)
+			require.False(t, got.NeedsAttention)
+			require.Empty(t, got.Attention)
+			require.Equal(t, saga.StatusCompensated, got.Status)
+			h := history(t, e, id)
+			last := h[len(h)-1]
+			require.Equal(t, HistoryResolved, last.Kind)
+			require.Equal(t, "sre", last.Actor)
+			require.Contains(t, string(last.Detail), "shipment s-1 recalled")
+			require.ErrorIs(t, e.Resolve(t.Context(), id, "sre", "again"), ErrNoAttention)
+			require.ErrorIs(t, e.Resolve(t.Context(), "nope", "sre", ""), ErrNotFound)
 		})
 	})
 }

@@ -21,7 +21,7 @@ type Instance struct {
 	RowVersion int64 `json:"row_version"`
 	// NeedsAttention puts the instance in the operator's queue whatever its status: something
 	// happened that the saga cannot account for, such as a late reply reporting an effect that
-	// nothing will undo (see HistoryLateEffect). A redrive clears it.
+	// nothing will undo (see HistoryLateEffect). Engine.Resolve, or a redrive, clears it.
 	NeedsAttention bool `json:"needs_attention,omitempty"`
 	// Attention says why NeedsAttention is set, for people; empty when it is not.
 	Attention string `json:"attention,omitempty"`
@@ -86,6 +86,9 @@ const (
 	// whose service came back and ran the queued command. Detail holds the message id, the saga's
 	// status and what to do; the instance is flagged NeedsAttention and sagaflow.late_effects counts it.
 	HistoryLateEffect HistoryKind = "late_effect"
+	// HistoryResolved: an operator took the saga out of the queue (Engine.Resolve); Actor says who,
+	// Detail holds the reason and the attention it cleared.
+	HistoryResolved HistoryKind = "resolved"
 	// HistoryIgnored: a reply or deadline that did not apply (stale, duplicate, for a finished saga)
 	// was recorded and acknowledged; Detail's "reason" says why.
 	HistoryIgnored HistoryKind = "ignored"

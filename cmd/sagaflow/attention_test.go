@@ -56,4 +56,14 @@ func TestNeedsAttention(t *testing.T) {
 	code, stdout, stderr = runCLI(t, "show", calm, "--api", srv.URL)
 	require.Equal(t, 0, code, stderr)
 	require.NotContains(t, stdout, "Needs attention")
+
+	code, stdout, stderr = runCLI(t, "resolve", flagged, "--reason", "recalled by hand", "--api", srv.URL)
+	require.Equal(t, 0, code, stderr)
+	require.Equal(t, flagged+": running\n", stdout)
+	code, stdout, stderr = runCLI(t, "list", "--needs-attention", "--api", srv.URL)
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, flagged)
+	code, _, stderr = runCLI(t, "resolve", flagged, "--api", srv.URL)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, stderr, "does not need attention")
 }

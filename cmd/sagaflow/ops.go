@@ -245,6 +245,13 @@ func newRedriveCmd() *cobra.Command {
 		})
 }
 
+func newResolveCmd() *cobra.Command {
+	return newOperationCmd("resolve", "Take a saga out of the operator's queue once its late effect is dealt with (clears needs attention)",
+		func(c *httpapi.Client) func(context.Context, string, string) (*engine.Instance, error) {
+			return c.Resolve
+		})
+}
+
 func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry, traceURL string) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "Saga:\t%s\n", in.ID)

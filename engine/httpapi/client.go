@@ -102,6 +102,11 @@ func (c *Client) Redrive(ctx context.Context, id, reason string) (*engine.Instan
 	return c.operation(ctx, id, "redrive", reason)
 }
 
+// Resolve takes a saga out of the operator's queue (clears needs_attention) and returns it.
+func (c *Client) Resolve(ctx context.Context, id, reason string) (*engine.Instance, error) {
+	return c.operation(ctx, id, "resolve", reason)
+}
+
 func (c *Client) operation(ctx context.Context, id, op, reason string) (*engine.Instance, error) {
 	var inst engine.Instance
 	if err := c.do(ctx, http.MethodPost, "/v1/sagas/"+url.PathEscape(id)+"/"+op, OperationRequest{Reason: reason}, &inst); err != nil {

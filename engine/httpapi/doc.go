@@ -11,9 +11,10 @@
 //	GET  /v1/definitions/{name}/sagas/{key}   → the instance with that business key
 //	POST /v1/sagas/{id}/cancel          {"reason"} → the instance
 //	POST /v1/sagas/{id}/redrive         {"reason"} → the instance
+//	POST /v1/sagas/{id}/resolve         {"reason"} → the instance (out of the operator's queue)
 //	GET  /v1/definitions                → {"definitions":[...]}
 //	GET  /healthz                       → {"status":"ok"}
 //
-// The actor recorded in history for start, cancel and redrive is the X-Sagaflow-Actor request
+// The actor recorded in history for start, cancel, redrive and resolve is the X-Sagaflow-Actor request
 // header, or "api" when it is absent.
 package httpapi

@@ -23,6 +23,7 @@ type Engine interface {
 	History(ctx context.Context, id string) ([]engine.HistoryEntry, error)
 	Cancel(ctx context.Context, id, actor, reason string) error
 	Redrive(ctx context.Context, id, actor, reason string) error
+	Resolve(ctx context.Context, id, actor, reason string) error
 }
 
 // ActorHeader names who calls, recorded in the history of starts, cancels and redrives.
@@ -61,7 +62,7 @@ type DefinitionsResponse struct {
 	Definitions []*saga.Definition `json:"definitions"`
 }
 
-// OperationRequest is the body of cancel and redrive.
+// OperationRequest is the body of cancel, redrive and resolve.
 type OperationRequest struct {
 	Reason string `json:"reason,omitempty"`
 }
@@ -87,6 +88,7 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	mux.HandleFunc("GET /v1/definitions/{name}/sagas/{key}", h.getByKey)
 	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation(e.Cancel))
 	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation(e.Redrive))
+	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation(e.Resolve))
 	mux.HandleFunc("GET /v1/definitions", h.definitions)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -255,7 +257,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, engine.ErrNotFound), errors.Is(err, definitions.ErrNotFound):
 		status, code = http.StatusNotFound, "not_found"
 	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed),
-		errors.Is(err, saga.ErrNotCancellable), errors.Is(err, engine.ErrConflict):
+		errors.Is(err, saga.ErrNotCancellable), errors.Is(err, engine.ErrNoAttention), errors.Is(err, engine.ErrConflict):
 		status, code = http.StatusConflict, "conflict"
 	}
 	if status == http.StatusInternalServerError {
