@@ -327,7 +327,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	for _, name := range []string{"sagaflow_sagas_started_total", "sagaflow_sagas_finished_total", "sagaflow_sagas_in_flight",
 		"sagaflow_step_duration_seconds", "sagaflow_step_retries_total", "sagaflow_step_timeouts_total", "sagaflow_outbox_backlog",
-		"sagaflow_outbox_oldest_unpublished_age_seconds", "sagaflow_relay_published_total", "sagaflow_dead_lettered_total"} {
+		"sagaflow_outbox_oldest_unpublished_age_seconds", "sagaflow_relay_published_total", "sagaflow_dead_lettered_total",
+		"sagaflow_late_effects_total"} {
 		require.True(t, covered[name], "the dashboard shows %s", name)
 	}
 
