@@ -268,8 +268,11 @@ func (m *machine) cancel() error {
 	}
 	// Compensating would abandon the current step's effect (its command is in flight or backing
 	// off, so it may have applied) or one that an earlier step committed to.
-	if i := in.Step; m.def.Recovery(i) == RecoveryRetryForward || m.committed(i) {
+	switch i := in.Step; {
+	case m.def.Recovery(i) == RecoveryRetryForward:
 		return m.reject(ErrNotCancellable, "step "+strconv.Quote(m.def.Steps[i].Name)+" cannot be undone: it is retried forward")
+	case m.committed(i):
+		return m.reject(ErrNotCancellable, "the saga passed its point of no return: it only goes forward")
 	}
 	m.touch()
 	cause := "cancelled"
