@@ -21,18 +21,20 @@ import (
 
 // fulfilmentDefinition is the example's order saga in small: three compensable steps, then
 // schedule-shipping, which has no compensation (a shipment cannot be undone) and declares recovery
-// as given (empty: the default, retry_forward). Every attempt waits timeout; 2 attempts per step.
-func fulfilmentDefinition(t testing.TB, timeout time.Duration, shipping saga.Recovery) *saga.Definition {
+// as given (empty: the default, retry_forward). 2 attempts per step, 100ms apart. Only shipping's
+// attempts wait as little as shippingTimeout: the other steps answer at once, and their generous
+// timeout keeps a busy machine from turning a slow answer into a timeout.
+func fulfilmentDefinition(t testing.TB, shippingTimeout time.Duration, shipping saga.Recovery) *saga.Definition {
 	t.Helper()
-	retry := saga.RetryPolicy{MaxAttempts: 2, Backoff: timeout / 10, MaxBackoff: timeout / 10, Jitter: definitions.NoJitter}
+	retry := saga.RetryPolicy{MaxAttempts: 2, Backoff: 100 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Jitter: definitions.NoJitter}
 	d, err := definitions.New("fulfilment", 1).
-		DefaultTimeout(timeout).
+		DefaultTimeout(30*time.Second).
 		DefaultRetry(retry).
 		DefaultCompensationRetry(retry).
 		Step("create-order", "order", "CreateOrder").Compensation("CancelOrder").
 		Step("reserve-inventory", "inventory", "ReserveInventory").Compensation("ReleaseInventory").
 		Step("charge-payment", "payment", "ChargePayment").Compensation("RefundPayment").
-		Step("schedule-shipping", "shipping", "ScheduleShipping").Recovery(shipping).
+		Step("schedule-shipping", "shipping", "ScheduleShipping").Recovery(shipping).Timeout(shippingTimeout).
 		Build()
 	require.NoError(t, err)
 	return d
@@ -89,7 +91,7 @@ func TestForwardRecovery(t *testing.T) {
 		t.Parallel()
 		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 			w := newWorld(t)
-			e, reader := w.startEngineWithMetrics(db, registry(t, fulfilmentDefinition(t, 300*time.Millisecond, "")))
+			e, reader := w.startEngineWithMetrics(db, registry(t, fulfilmentDefinition(t, 2*time.Second, "")))
 			order := w.participant("order", succeed(`{}`))
 			inventory := w.participant("inventory", succeed(`{}`))
 			payment := w.participant("payment", succeed(`{}`))
@@ -158,7 +160,7 @@ func TestForwardRecovery(t *testing.T) {
 		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
 			w := newWorld(t)
 			// The author declares that shipping has nothing to undo: the saga compensates.
-			e, reader := w.startEngineWithMetrics(db, registry(t, fulfilmentDefinition(t, 300*time.Millisecond, saga.RecoveryCompensate)))
+			e, reader := w.startEngineWithMetrics(db, registry(t, fulfilmentDefinition(t, time.Second, saga.RecoveryCompensate)))
 			for _, svc := range []string{"order", "inventory", "payment"} {
 				w.participant(svc, succeed(`{}`))
 			}
