@@ -52,6 +52,13 @@ func (b *Builder) Trigger(subject, key string) *Builder {
 	return b
 }
 
+// Pivot names the step after whose success the saga must complete: every step after it is
+// retried forward (saga.RecoveryRetryForward) and must not have a compensation.
+func (b *Builder) Pivot(step string) *Builder {
+	b.s.pivot = step
+	return b
+}
+
 // DefaultTimeout sets the timeout of the steps that do not set their own (built-in: 30s).
 func (b *Builder) DefaultTimeout(d time.Duration) *Builder {
 	b.s.defaults.timeout = optionalDuration(d)
@@ -98,6 +105,14 @@ func (b *Builder) Build() (*saga.Definition, error) {
 // Compensation sets the command that undoes the step.
 func (s *StepBuilder) Compensation(command string) *StepBuilder {
 	s.spec().compensation = command
+	return s
+}
+
+// Recovery sets what happens when the step does not succeed: saga.RecoveryCompensate or
+// saga.RecoveryRetryForward. Left unset, it is compensate for a step with a compensation and
+// retry_forward for one without, and for every step after the pivot.
+func (s *StepBuilder) Recovery(r saga.Recovery) *StepBuilder {
+	s.spec().recovery = r
 	return s
 }
 

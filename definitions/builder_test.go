@@ -26,7 +26,8 @@ func TestBuilderMatchesYAML(t *testing.T) {
 		Step("reserve-inventory", "inventory", "ReserveInventory").Compensation("ReleaseInventory").Timeout(5*time.Second).
 		Step("charge-payment", "payment", "ChargePayment").Compensation("RefundPayment").
 		Retry(saga.RetryPolicy{MaxAttempts: 5, Backoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second}).
-		Step("schedule-shipping", "shipping", "ScheduleShipping").
+		Step("schedule-shipping", "shipping", "ScheduleShipping").Recovery(saga.RecoveryRetryForward).
+		Retry(saga.RetryPolicy{MaxAttempts: 20, Backoff: time.Second, MaxBackoff: 30 * time.Second}).
 		Build()
 	require.NoError(t, err)
 	require.Equal(t, fromYAML, fromGo)
@@ -40,14 +41,15 @@ func TestBuilderMatchesYAML(t *testing.T) {
 		Description: "Reserve stock, take payment, ship.",
 		Trigger:     &saga.Trigger{Subject: "events.order.placed", Key: "order_id"},
 		Steps: []saga.Step{
-			{Name: "create-order", Service: "order", Command: "CreateOrder", Compensation: "CancelOrder",
+			{Name: "create-order", Service: "order", Command: "CreateOrder", Compensation: "CancelOrder", Recovery: saga.RecoveryCompensate,
 				Timeout: 10 * time.Second, Retry: retry, CompensationRetry: compRetry},
-			{Name: "reserve-inventory", Service: "inventory", Command: "ReserveInventory", Compensation: "ReleaseInventory",
+			{Name: "reserve-inventory", Service: "inventory", Command: "ReserveInventory", Compensation: "ReleaseInventory", Recovery: saga.RecoveryCompensate,
 				Timeout: 5 * time.Second, Retry: retry, CompensationRetry: compRetry},
-			{Name: "charge-payment", Service: "payment", Command: "ChargePayment", Compensation: "RefundPayment",
+			{Name: "charge-payment", Service: "payment", Command: "ChargePayment", Compensation: "RefundPayment", Recovery: saga.RecoveryCompensate,
 				Timeout: 10 * time.Second, Retry: saga.RetryPolicy{MaxAttempts: 5, Backoff: 500 * time.Millisecond, MaxBackoff: 10 * time.Second, Jitter: 0.2}, CompensationRetry: compRetry},
-			{Name: "schedule-shipping", Service: "shipping", Command: "ScheduleShipping",
-				Timeout: 10 * time.Second, Retry: retry, CompensationRetry: compRetry},
+			{Name: "schedule-shipping", Service: "shipping", Command: "ScheduleShipping", Recovery: saga.RecoveryRetryForward,
+				Timeout: 10 * time.Second, Retry: saga.RetryPolicy{MaxAttempts: 20, Backoff: time.Second, MaxBackoff: 30 * time.Second, Jitter: 0.2},
+				CompensationRetry: compRetry},
 		},
 	}, fromGo)
 }

@@ -179,6 +179,7 @@ func (d *decoder) definition(root *yaml.Node) *spec {
 		"version":     d.intInto(&s.version),
 		"description": d.stringInto(&s.description),
 		"trigger":     func(f string, v *yaml.Node) { s.trigger = d.trigger(f, v) },
+		"pivot":       d.stringInto(&s.pivot),
 		"defaults": func(f string, v *yaml.Node) {
 			d.mapping(f, v, d.stepDefaultFields(&s.defaults))
 		},
@@ -229,6 +230,11 @@ func (d *decoder) steps(field string, n *yaml.Node) []stepSpec {
 		fields["service"] = d.stringInto(&st.service)
 		fields["command"] = d.stringInto(&st.command)
 		fields["compensation"] = d.stringInto(&st.compensation)
+		fields["recovery"] = func(f string, v *yaml.Node) {
+			var r string
+			d.stringInto(&r)(f, v)
+			st.recovery = saga.Recovery(r)
+		}
 		d.mapping(field+"["+strconv.Itoa(i)+"]", item, fields)
 	}
 	return steps

@@ -21,6 +21,7 @@ type spec struct {
 	version     int
 	description string
 	trigger     *saga.Trigger
+	pivot       string
 	defaults    stepDefaults
 	steps       []stepSpec // nil when not given, empty when given empty
 }
@@ -34,6 +35,8 @@ type stepDefaults struct {
 
 type stepSpec struct {
 	name, service, command, compensation string
+	// recovery is empty when not given.
+	recovery saga.Recovery
 	stepDefaults
 }
 
@@ -85,6 +88,7 @@ func (s *spec) resolve(report reportFunc) *saga.Definition {
 		Name:        s.name,
 		Version:     s.version,
 		Description: s.description,
+		Pivot:       s.pivot,
 	}
 	if s.trigger != nil {
 		t := *s.trigger
@@ -99,12 +103,20 @@ func (s *spec) resolve(report reportFunc) *saga.Definition {
 			Service:           st.service,
 			Command:           st.command,
 			Compensation:      st.compensation,
+			Recovery:          st.recovery,
 			Timeout:           timeout,
 			Retry:             st.retry.fill(retry),
 			CompensationRetry: st.compensationRetry.fill(compRetry),
 		}
 		if st.timeout != nil {
 			d.Steps[i].Timeout = *st.timeout
+		}
+	}
+	// A recovery left out takes the default, which depends on the compensation and the pivot; one
+	// given is kept as written, so that the rules can tell it apart.
+	for i := range d.Steps {
+		if d.Steps[i].Recovery == "" {
+			d.Steps[i].Recovery = d.Recovery(i)
 		}
 	}
 	validateDefinition(d, report)

@@ -19,12 +19,28 @@
 //	  - name: create-order          # unique in the definition
 //	    service: order              # commands go to saga.cmd.order.<command>
 //	    command: CreateOrder
-//	    compensation: CancelOrder   # optional: nothing to undo without it
+//	    compensation: CancelOrder   # optional: the command that undoes the step
 //	  - name: charge-payment
 //	    service: payment
 //	    command: ChargePayment
+//	    compensation: RefundPayment
 //	    timeout: 5s
 //	    retry: {max_attempts: 5, backoff: 500ms, max_backoff: 10s}
+//	  - name: schedule-shipping     # cannot be undone: no compensation
+//	    service: shipping
+//	    command: ScheduleShipping
+//	    recovery: retry_forward     # the default without a compensation
+//	    retry: {max_attempts: 20, backoff: 1s, max_backoff: 30s}
+//
+// A step's recovery says what happens when it does not succeed. compensate (the default with a
+// compensation): when every attempt timed out, the step is compensated with the steps before it.
+// retry_forward (the default without a compensation, and for every step after the definition's
+// optional pivot: <step>): the step cannot be undone, so it is retried per its retry policy and
+// never abandoned; when that budget is spent, or when it fails after the point of no return, the
+// saga stops failed for an operator instead of ending compensated. A step without a compensation
+// that has nothing to undo says recovery: compensate. A compensated step cannot follow a
+// retry_forward step or the pivot, and a retry_forward step has no compensation (it would never
+// run); see saga.Recovery for the whole semantics.
 //
 // A step may set timeout, retry and compensation_retry; the definition's defaults may set the
 // same three. Each value comes from the step, else from defaults, else from the built-in

@@ -27,6 +27,7 @@ func render(t testing.TB, d *saga.Definition) []byte {
 		Service           string `yaml:"service"`
 		Command           string `yaml:"command"`
 		Compensation      string `yaml:"compensation,omitempty"`
+		Recovery          string `yaml:"recovery,omitempty"`
 		Timeout           string `yaml:"timeout"`
 		Retry             retry  `yaml:"retry"`
 		CompensationRetry retry  `yaml:"compensation_retry"`
@@ -40,18 +41,19 @@ func render(t testing.TB, d *saga.Definition) []byte {
 		Version     int      `yaml:"version"`
 		Description string   `yaml:"description,omitempty"`
 		Trigger     *trigger `yaml:"trigger,omitempty"`
+		Pivot       string   `yaml:"pivot,omitempty"`
 		Steps       []step   `yaml:"steps"`
 	}
 	toRetry := func(p saga.RetryPolicy) retry {
 		return retry{p.MaxAttempts, p.Backoff.String(), p.MaxBackoff.String(), p.Jitter}
 	}
-	out := definition{Name: d.Name, Version: d.Version, Description: d.Description}
+	out := definition{Name: d.Name, Version: d.Version, Description: d.Description, Pivot: d.Pivot}
 	if d.Trigger != nil {
 		out.Trigger = &trigger{d.Trigger.Subject, d.Trigger.Key}
 	}
 	for _, s := range d.Steps {
 		out.Steps = append(out.Steps, step{
-			s.Name, s.Service, s.Command, s.Compensation, s.Timeout.String(),
+			s.Name, s.Service, s.Command, s.Compensation, string(s.Recovery), s.Timeout.String(),
 			toRetry(s.Retry), toRetry(s.CompensationRetry),
 		})
 	}

@@ -124,7 +124,7 @@ steps:
 	require.Equal(t, strings.Join([]string{
 		`billing.yaml:1:7: name: must be lowercase letters, digits and dashes, not starting or ending with a dash; got "Billing"`,
 		`billing.yaml:2:10: version: must be an integer >= 1, got 0`,
-		`billing.yaml:3:1: colour: unknown field; expected one of defaults, description, name, steps, trigger, version`,
+		`billing.yaml:3:1: colour: unknown field; expected one of defaults, description, name, pivot, steps, trigger, version`,
 		`billing.yaml:4:1: trigger.key: is required`,
 		`billing.yaml:5:12: trigger.subject: must be a concrete subject: wildcards * and > are not allowed; got "events.>"`,
 		`billing.yaml:10:14: steps[0].timeout: duration needs a unit, e.g. 5s; got the number 5`,
@@ -239,17 +239,17 @@ func TestParseDefaults(t *testing.T) {
 		Name:    "subscription-renewal",
 		Version: 12,
 		Steps: []saga.Step{{
-			Name: "charge", Service: "billing", Command: "Charge", Compensation: "Refund",
+			Name: "charge", Service: "billing", Command: "Charge", Compensation: "Refund", Recovery: saga.RecoveryCompensate,
 			Timeout:           90 * time.Second,
 			Retry:             saga.RetryPolicy{MaxAttempts: 1, Backoff: 250 * time.Millisecond, MaxBackoff: 8 * time.Second, Jitter: 0},
 			CompensationRetry: saga.RetryPolicy{MaxAttempts: 20, Backoff: time.Second, MaxBackoff: 5 * time.Minute, Jitter: 0.5},
 		}, {
-			Name: "extend", Service: "subscriptions", Command: "Extend", Compensation: "Shorten",
+			Name: "extend", Service: "subscriptions", Command: "Extend", Compensation: "Shorten", Recovery: saga.RecoveryCompensate,
 			Timeout:           200 * time.Millisecond,
 			Retry:             saga.RetryPolicy{MaxAttempts: 4, Backoff: time.Millisecond, MaxBackoff: time.Millisecond, Jitter: 1},
 			CompensationRetry: compDefaults,
 		}, {
-			Name: "0-receipt", Service: "mail", Command: "SendReceipt",
+			Name: "0-receipt", Service: "mail", Command: "SendReceipt", Recovery: saga.RecoveryRetryForward,
 			Timeout:           24 * time.Hour,
 			Retry:             defaults,
 			CompensationRetry: compDefaults,
@@ -259,7 +259,7 @@ func TestParseDefaults(t *testing.T) {
 	d, err = definitions.ParseFile("testdata/good/minimal.yaml")
 	require.NoError(t, err)
 	require.Equal(t, []saga.Step{{
-		Name: "ping", Service: "echo", Command: "Ping",
+		Name: "ping", Service: "echo", Command: "Ping", Recovery: saga.RecoveryRetryForward,
 		Timeout:           30 * time.Second,
 		Retry:             saga.RetryPolicy{MaxAttempts: 3, Backoff: time.Second, MaxBackoff: 30 * time.Second, Jitter: 0.2},
 		CompensationRetry: saga.RetryPolicy{MaxAttempts: 10, Backoff: time.Second, MaxBackoff: time.Minute, Jitter: 0.2},

@@ -144,7 +144,7 @@ func TestRegistryLoadDir(t *testing.T) {
 		for _, d := range r.List() {
 			ids = append(ids, fmt.Sprintf("%s@%d", d.Name, d.Version))
 		}
-		require.Equal(t, []string{"order-fulfilment@1", "payment-capture@2", "ping@1", "refund-request@3", "subscription-renewal@12"}, ids)
+		require.Equal(t, []string{"loan-payout@1", "order-fulfilment@1", "payment-capture@2", "ping@1", "refund-request@3", "subscription-renewal@12"}, ids)
 		require.NoError(t, r.LoadDir("testdata/good"), "loading the same files again is a no-op")
 	})
 

@@ -91,6 +91,51 @@ func validateDefinition(d *saga.Definition, report reportFunc) {
 		checkRetry(p+".retry", s.Retry, report)
 		checkRetry(p+".compensation_retry", s.CompensationRetry, report)
 	}
+	checkRecovery(d, report)
+}
+
+// checkRecovery checks the recoveries and the pivot: the shape of a saga from the literature,
+// compensatable steps, then (optionally) a pivot, then retriable steps. A step that is compensated
+// cannot follow one that cannot be undone (once that one completes, the saga only goes forward, so
+// the compensation would never run), and a step that is retried forward has no use for a
+// compensation. An empty Recovery means the default (saga.Definition.Recovery).
+func checkRecovery(d *saga.Definition, report reportFunc) {
+	pivot := -1
+	if d.Pivot != "" {
+		if pivot = d.StepIndex(d.Pivot); pivot < 0 {
+			report("pivot", fmt.Sprintf("must name a step of the definition; there is no step %q", d.Pivot))
+		}
+	}
+	forward := -1 // the first step retried forward
+	for i := range d.Steps {
+		s := &d.Steps[i]
+		p := fmt.Sprintf("steps[%d]", i)
+		switch s.Recovery {
+		case "", saga.RecoveryCompensate, saga.RecoveryRetryForward:
+		default:
+			report(p+".recovery", fmt.Sprintf("must be %q or %q, got %q", saga.RecoveryCompensate, saga.RecoveryRetryForward, s.Recovery))
+			continue
+		}
+		afterPivot := pivot >= 0 && i > pivot
+		r := d.Recovery(i)
+		switch {
+		case afterPivot && s.Recovery == saga.RecoveryCompensate:
+			report(p+".recovery", fmt.Sprintf("must be %q: the step comes after the pivot %q, so it is retried forward",
+				saga.RecoveryRetryForward, d.Pivot))
+		case r == saga.RecoveryCompensate && forward >= 0:
+			report(p+".recovery", fmt.Sprintf("step %q is compensated but follows %q, which cannot be undone: once %q completes the saga only goes forward; "+
+				"move it before %q, or give it recovery: %s", s.Name, d.Steps[forward].Name, d.Steps[forward].Name, d.Steps[forward].Name, saga.RecoveryRetryForward))
+		case r == saga.RecoveryRetryForward && s.Compensation != "":
+			why := "recovery: " + string(saga.RecoveryRetryForward)
+			if afterPivot {
+				why = fmt.Sprintf("it comes after the pivot %q", d.Pivot)
+			}
+			report(p+".compensation", fmt.Sprintf("would never run: the step is retried forward (%s) and never compensated; remove it", why))
+		}
+		if r == saga.RecoveryRetryForward && forward < 0 {
+			forward = i
+		}
+	}
 }
 
 // checkName checks a definition, step or service name and reports whether it is valid.

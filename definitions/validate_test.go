@@ -75,10 +75,37 @@ func TestValidate(t *testing.T) {
 			"steps[1].compensation_retry.backoff: must be positive, got 0s",
 			"steps[1].compensation_retry.max_backoff: must be positive, got 0s",
 		}, "\n")},
+		{"RecoveryDefaults", func(d *saga.Definition) { d.Steps[0].Recovery, d.Steps[1].Recovery = "", "" }, ""},
+		{"RecoveryExplicit", func(d *saga.Definition) {
+			d.Steps[0].Recovery, d.Steps[1].Recovery = saga.RecoveryCompensate, saga.RecoveryRetryForward
+		}, ""},
+		{"RecoveryUnknown", func(d *saga.Definition) { d.Steps[1].Recovery = "retry" },
+			`steps[1].recovery: must be "compensate" or "retry_forward", got "retry"`},
+		{"CompensatedAfterRetryForward", func(d *saga.Definition) {
+			d.Steps = append(d.Steps, saga.Step{Name: "notify", Service: "mail", Command: "Notify", Compensation: "Retract",
+				Timeout: time.Second, Retry: d.Steps[0].Retry, CompensationRetry: d.Steps[0].Retry})
+		}, `steps[2].recovery: step "notify" is compensated but follows "post", which cannot be undone: once "post" completes the saga only goes forward; move it before "post", or give it recovery: retry_forward`},
+		{"NothingToUndoAfterRetryForward", func(d *saga.Definition) {
+			d.Steps = append(d.Steps, saga.Step{Name: "audit", Service: "audit", Command: "Read", Recovery: saga.RecoveryCompensate,
+				Timeout: time.Second, Retry: d.Steps[0].Retry, CompensationRetry: d.Steps[0].Retry})
+		}, `steps[2].recovery: step "audit" is compensated but follows "post", which cannot be undone: once "post" completes the saga only goes forward; move it before "post", or give it recovery: retry_forward`},
+		{"RetryForwardWithCompensation", func(d *saga.Definition) { d.Steps[0].Recovery = saga.RecoveryRetryForward },
+			`steps[0].compensation: would never run: the step is retried forward (recovery: retry_forward) and never compensated; remove it`},
+		{"Pivot", func(d *saga.Definition) { d.Pivot = "charge" }, ""},
+		{"PivotUnknown", func(d *saga.Definition) { d.Pivot = "ship" }, `pivot: must name a step of the definition; there is no step "ship"`},
+		{"CompensationAfterPivot", func(d *saga.Definition) {
+			d.Pivot = "charge"
+			d.Steps[1].Compensation = "Unpost"
+		}, `steps[1].compensation: would never run: the step is retried forward (it comes after the pivot "charge") and never compensated; remove it`},
+		{"CompensateAfterPivot", func(d *saga.Definition) {
+			d.Pivot = "charge"
+			d.Steps[1].Recovery = saga.RecoveryCompensate
+		}, `steps[1].recovery: must be "retry_forward": the step comes after the pivot "charge", so it is retried forward`},
 		{"JitterNaN", func(d *saga.Definition) { d.Steps[0].Retry.Jitter = math.NaN() }, "steps[0].retry.jitter: must be between 0 and 1, got NaN"},
 		{"BackoffOverMax", func(d *saga.Definition) { d.Steps[0].CompensationRetry.Backoff = time.Minute }, "steps[0].compensation_retry.backoff: must not exceed max_backoff (1m > 30s)"},
 		{"TimeoutBelow1ms", func(d *saga.Definition) { d.Steps[0].Timeout = time.Microsecond }, "steps[0].timeout: must be at least 1ms, got 1µs"},
 		{"DuplicateAfterGap", func(d *saga.Definition) {
+			d.Steps[1].Recovery = saga.RecoveryCompensate // nothing to undo
 			d.Steps = append(d.Steps, d.Steps[0])
 		}, `steps[2].name: duplicate step name "charge" (already used by steps[0])`},
 	}

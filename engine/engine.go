@@ -311,13 +311,17 @@ func (w *waiters) notify(ids []string) {
 
 // Cancel stops the running instance id and compensates what it did, recording actor and reason in
 // its history. It fails with an error matching saga.ErrCompensating or saga.ErrFinished when
-// there is nothing to cancel, and ErrNotFound when there is no such instance.
+// there is nothing to cancel, saga.ErrNotCancellable when compensating would abandon the effect
+// of a step that cannot be undone (the saga goes forward), and ErrNotFound when there is no such
+// instance.
 func (e *Engine) Cancel(ctx context.Context, id, actor, reason string) error {
 	return e.operate(ctx, id, saga.EventCancel, actor, reason)
 }
 
-// Redrive resumes the failed instance id: its exhausted compensation starts again with a fresh
-// retry budget. It records actor and reason in the history, and fails with an error matching
+// Redrive resumes the failed instance id with a fresh retry budget: its exhausted compensation
+// starts again or, for a halted step that cannot be undone, its forward command is sent again (the
+// participant's barrier answers it from its record if it already applied). It records actor and
+// reason in the history, clears NeedsAttention, and fails with an error matching
 // saga.ErrNotFailed when the instance is not failed, and ErrNotFound when there is no such instance.
 func (e *Engine) Redrive(ctx context.Context, id, actor, reason string) error {
 	return e.operate(ctx, id, saga.EventRedrive, actor, reason)

@@ -20,4 +20,7 @@ var (
 	// ErrTooLarge is matched by the *LimitError Start returns for a business key, idempotency key,
 	// input or command over its size limit.
 	ErrTooLarge = errors.New("too large")
+	// ErrNoAttention is returned by Resolve for an instance that is not in the operator's queue
+	// (its NeedsAttention is false).
+	ErrNoAttention = errors.New("saga does not need attention")
 )

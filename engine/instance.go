@@ -19,6 +19,12 @@ type Instance struct {
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	// RowVersion counts the transactions that wrote the instance (optimistic concurrency).
 	RowVersion int64 `json:"row_version"`
+	// NeedsAttention puts the instance in the operator's queue whatever its status: something
+	// happened that the saga cannot account for, such as a late reply reporting an effect that
+	// nothing will undo (see HistoryLateEffect). Engine.Resolve, or a redrive, clears it.
+	NeedsAttention bool `json:"needs_attention,omitempty"`
+	// Attention says why NeedsAttention is set, for people; empty when it is not.
+	Attention string `json:"attention,omitempty"`
 }
 
 // StartOptions are the optional knobs of Start.
@@ -41,6 +47,8 @@ type Filter struct {
 	Status string
 	// BusinessKey keeps instances with this business key.
 	BusinessKey string
+	// NeedsAttention keeps only the instances in the operator's queue (Instance.NeedsAttention).
+	NeedsAttention bool
 	// Limit caps the number of instances returned: default 100, at most 1000.
 	Limit int
 	// Before is a cursor: only instances whose id sorts before it are returned. Pass the id of the
@@ -72,6 +80,15 @@ const (
 	HistoryRedrive HistoryKind = "redrive"
 	// HistoryFinished: the saga finished; Outcome is its final status.
 	HistoryFinished HistoryKind = "finished"
+	// HistoryLateEffect: a reply that did not apply reported an effect that nothing will undo: a
+	// forward success, on a finished or compensating saga, for a step that neither completed nor is
+	// compensated (saga.LateEffect); for example a step halted after timing out on every attempt
+	// whose service came back and ran the queued command. Detail holds the message id, the saga's
+	// status and what to do; the instance is flagged NeedsAttention and sagaflow.late_effects counts it.
+	HistoryLateEffect HistoryKind = "late_effect"
+	// HistoryResolved: an operator took the saga out of the queue (Engine.Resolve); Actor says who,
+	// Detail holds the reason and the attention it cleared.
+	HistoryResolved HistoryKind = "resolved"
 	// HistoryIgnored: a reply or deadline that did not apply (stale, duplicate, for a finished saga)
 	// was recorded and acknowledged; Detail's "reason" says why.
 	HistoryIgnored HistoryKind = "ignored"

@@ -49,6 +49,8 @@ type row struct {
 	rowVersion int64
 	historySeq int64
 	isNew      bool
+	// attention says why the saga is in the operator's queue; empty when it is not.
+	attention string
 }
 
 // record is the raw columns of an instance.
@@ -60,10 +62,12 @@ type record struct {
 	IdemKey    sql.NullString `db:"idempotency_key"`
 	RowVersion int64          `db:"row_version"`
 	HistorySeq int64          `db:"history_seq"`
+	Attention  string         `db:"attention"`
 }
 
 func (r *record) row() (*row, error) {
-	out := &row{traceID: r.TraceID, traceFlags: byte(r.TraceFlags), idemKey: r.IdemKey.String, rowVersion: r.RowVersion, historySeq: r.HistorySeq}
+	out := &row{traceID: r.TraceID, traceFlags: byte(r.TraceFlags), idemKey: r.IdemKey.String, rowVersion: r.RowVersion,
+		historySeq: r.HistorySeq, attention: r.Attention}
 	if err := json.Unmarshal(r.State, &out.inst); err != nil {
 		return nil, fmt.Errorf("decode state of saga %s: %w", r.ID, err)
 	}
@@ -71,10 +75,11 @@ func (r *record) row() (*row, error) {
 }
 
 func (r *row) public() Instance {
-	return Instance{Instance: r.inst, TraceID: r.traceID, IdempotencyKey: r.idemKey, RowVersion: r.rowVersion}
+	return Instance{Instance: r.inst, TraceID: r.traceID, IdempotencyKey: r.idemKey, RowVersion: r.rowVersion,
+		NeedsAttention: r.attention != "", Attention: r.attention}
 }
 
-const recordColumns = `id, state, trace_id, trace_flags, idempotency_key, row_version, history_seq`
+const recordColumns = `id, state, trace_id, trace_flags, idempotency_key, row_version, history_seq, attention`
 
 // lock loads and locks the instances with the given ids, in id order (so that two transactions
 // locking overlapping sets cannot deadlock). Missing ids are absent from the map.
@@ -198,10 +203,10 @@ func (s *store) update(ctx context.Context, tx sqlx.ExtContext, r *row) error {
 		return fmt.Errorf("encode saga %s: %w", r.inst.ID, err)
 	}
 	q := `UPDATE sagaflow_instances SET status = ?, state = ?, deadline = ?, row_version = row_version + 1,
-		history_seq = ?, updated_at = ?, finished_at = ? WHERE id = ? AND row_version = ?`
+		history_seq = ?, updated_at = ?, finished_at = ?, attention = ? WHERE id = ? AND row_version = ?`
 	in := &r.inst
 	res, err := tx.ExecContext(ctx, sqlx.Rebind(bindOf(s.dialect), q), string(in.Status), string(state), nullTime(in.Deadline),
-		r.historySeq, in.UpdatedAt.UTC(), nullTime(in.FinishedAt), in.ID, r.rowVersion)
+		r.historySeq, in.UpdatedAt.UTC(), nullTime(in.FinishedAt), r.attention, in.ID, r.rowVersion)
 	if err != nil {
 		return fmt.Errorf("update saga %s: %w", in.ID, err)
 	}
@@ -235,8 +240,8 @@ func (s *store) updateAll(ctx context.Context, tx sqlx.ExtContext, rows []*row) 
 		var b strings.Builder
 		b.WriteString(`UPDATE sagaflow_instances AS i SET status = v.status, state = v.state::jsonb,
 		deadline = v.deadline::timestamptz, row_version = i.row_version + 1, history_seq = v.history_seq::bigint,
-		updated_at = v.updated_at::timestamptz, finished_at = v.finished_at::timestamptz FROM (VALUES `)
-		args := make([]any, 0, n*8)
+		updated_at = v.updated_at::timestamptz, finished_at = v.finished_at::timestamptz, attention = v.attention FROM (VALUES `)
+		args := make([]any, 0, n*9)
 		for k, r := range chunk {
 			state, err := json.Marshal(r.inst)
 			if err != nil {
@@ -245,12 +250,12 @@ func (s *store) updateAll(ctx context.Context, tx sqlx.ExtContext, rows []*row) 
 			if k > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?)")
+			b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
 			in := &r.inst
 			args = append(args, in.ID, r.rowVersion, string(in.Status), string(state), nullTime(in.Deadline),
-				r.historySeq, in.UpdatedAt.UTC(), nullTime(in.FinishedAt))
+				r.historySeq, in.UpdatedAt.UTC(), nullTime(in.FinishedAt), r.attention)
 		}
-		b.WriteString(`) AS v (id, row_version, status, state, deadline, history_seq, updated_at, finished_at)
+		b.WriteString(`) AS v (id, row_version, status, state, deadline, history_seq, updated_at, finished_at, attention)
 		WHERE i.id = v.id AND i.row_version = v.row_version::bigint`)
 		res, err := tx.ExecContext(ctx, sqlx.Rebind(sqlx.DOLLAR, b.String()), args...)
 		if err != nil {
@@ -355,6 +360,9 @@ func (s *store) list(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]I
 	add("status = ?", f.Status)
 	add("business_key = ?", f.BusinessKey)
 	add("id < ?", f.Before)
+	if f.NeedsAttention {
+		where = append(where, "attention <> ''")
+	}
 	q := `SELECT ` + recordColumns + ` FROM sagaflow_instances`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")

@@ -46,6 +46,7 @@ type instruments struct {
 	stepDuration metric.Float64Histogram
 	retries      metric.Int64Counter
 	timeouts     metric.Int64Counter
+	lateEffects  metric.Int64Counter
 	inFlight     metric.Int64ObservableGauge
 	warnIDs      sync.Once
 }
@@ -75,6 +76,8 @@ func newInstruments(tp trace.TracerProvider, mp metric.MeterProvider) (*instrume
 		metric.WithDescription("Attempts of a step's command or compensation after the first."))
 	ins.timeouts, _ = m.Int64Counter("sagaflow.step.timeouts", metric.WithUnit("{attempt}"),
 		metric.WithDescription("Attempts that timed out waiting for their reply."))
+	ins.lateEffects, _ = m.Int64Counter("sagaflow.late_effects", metric.WithUnit("{effect}"),
+		metric.WithDescription("Late replies reporting an effect that nothing will undo (a success on a finished or compensating saga for a step that neither completed nor is compensated), per definition and step; each puts its saga in the operator's queue."))
 	g, e := m.Int64ObservableGauge("sagaflow.sagas.in_flight", metric.WithUnit("{saga}"),
 		metric.WithDescription("Saga instances running, compensating or failed (awaiting an operator), per definition; read from the database."))
 	mk(e)
@@ -125,6 +128,7 @@ const (
 	obsAttemptEnded
 	obsRetry
 	obsFinished
+	obsLateEffect
 )
 
 // Outcomes of an attempt beyond the reply outcomes (success, failure, cancelled).
@@ -180,6 +184,10 @@ func (t *tx) report(ctx context.Context) {
 		case obsStarted:
 			e.ins.started.Add(ctx, 1, metric.WithAttributes(defAttr))
 			e.log.DebugContext(ctx, "saga started", instanceLog(o.r, "")...)
+		case obsLateEffect:
+			e.ins.lateEffects.Add(ctx, 1, metric.WithAttributes(defAttr, attribute.String("step", o.step)))
+			e.log.ErrorContext(ctx, "late effect: saga needs attention", append(instanceLog(o.r, o.step),
+				"attempt", o.attempt, "status", string(o.r.inst.Status), "reason", o.reason)...)
 		case obsRetry:
 			e.ins.retries.Add(ctx, 1, metric.WithAttributes(defAttr, attribute.String("step", o.step),
 				attribute.String("action", actionName(o.compensate))))
@@ -223,10 +231,11 @@ func instanceLog(r *row, step string) []any {
 	return []any{"saga_id", r.inst.ID, "definition", r.inst.Definition, "step", step, "trace_id", r.traceID}
 }
 
-// redriven reports whether in was redriven: its root span was recorded at its first finish.
+// redriven reports whether in was redriven (a compensation or a halted forward step): its root
+// span was recorded at its first finish.
 func redriven(in *saga.Instance) bool {
 	for i := range in.Steps {
-		if in.Steps[i].CompensationBase > 0 {
+		if in.Steps[i].CompensationBase > 0 || in.Steps[i].AttemptBase > 0 {
 			return true
 		}
 	}

@@ -53,12 +53,17 @@ type eventMeta struct {
 }
 
 // apply applies ev to r (of definition def) and records it. An event that does not apply is
-// recorded as ignored and its rejection returned; r is then unchanged. Any other error is a bug
-// and aborts the transaction.
+// recorded as ignored — or, when it reports an effect that nothing will undo, as a late effect
+// that puts the saga in the operator's queue — and its rejection returned; r's state is then
+// unchanged. Any other error is a bug and aborts the transaction.
 func (t *tx) apply(def *saga.Definition, r *row, ev saga.Event, meta eventMeta) (*saga.RejectedError, error) {
 	next, actions, err := saga.Apply(def, r.inst, ev)
 	var rejected *saga.RejectedError
 	if errors.As(err, &rejected) {
+		if saga.LateEffect(def, r.inst, ev) {
+			t.lateEffect(def, r, ev, meta)
+			return rejected, nil
+		}
 		if !meta.unrecorded {
 			t.ignore(r, ev, meta, rejected.Error())
 		}
@@ -69,6 +74,9 @@ func (t *tx) apply(def *saga.Definition, r *row, ev saga.Event, meta eventMeta) 
 	}
 	prev := r.inst
 	r.inst = next // before recording: a start's entry needs the new id
+	if ev.Kind == saga.EventRedrive {
+		r.attention = "" // the operator took the saga in hand
+	}
 	t.observe(def, r, prev, ev, meta)
 	if h := eventEntry(ev, meta); h.Kind != "" {
 		t.record(r, h)
@@ -113,6 +121,38 @@ func (t *tx) ignore(r *row, ev saga.Event, meta eventMeta, reason string) {
 	}
 	h.Detail = detail(kv...)
 	t.record(r, h)
+}
+
+// lateEffect records a reply that reports an effect nothing will undo (saga.LateEffect), flags the
+// saga for an operator and, the first time for its step, counts it. A late success for a step
+// whose compensation has run, runs or is queued never gets here: the participant's barrier answers
+// a forward command that arrives after its compensation as cancelled, so a forward that did apply
+// ran before its compensation, which undoes it; such a reply is merely ignored.
+func (t *tx) lateEffect(def *saga.Definition, r *row, ev saga.Event, meta eventMeta) {
+	in := &r.inst
+	i := def.StepIndex(ev.Step)
+	stepStatus := in.Steps[i].Status
+	todo := "nothing in the saga undoes this effect: reconcile it by hand"
+	if in.Status == saga.StatusFailed && in.Step == i && stepStatus == saga.StepHalted {
+		todo = "the halted step applied after all: redrive the saga to go on forward (the participant answers the retry from its record)"
+	}
+	h := eventEntry(ev, meta)
+	h.Kind = HistoryLateEffect
+	kv := []any{"status", string(in.Status), "step_status", string(stepStatus), "todo", todo}
+	if meta.messageID != "" {
+		kv = append(kv, "message_id", meta.messageID)
+	}
+	if meta.service != "" {
+		kv = append(kv, "service", meta.service)
+	}
+	h.Detail = detail(kv...)
+	t.record(r, h)
+	reason := "late effect of step " + strconv.Quote(ev.Step) + " (" + string(stepStatus) + ") on a " + string(in.Status) + " saga: " + todo
+	if r.attention == reason {
+		return // the same effect, answered again for another attempt: recorded, counted once
+	}
+	r.attention = reason
+	t.obs = append(t.obs, observation{kind: obsLateEffect, r: r, def: def, step: ev.Step, attempt: ev.Attempt, reason: reason})
 }
 
 // record appends a history entry for r and marks r to be stored (its history sequence moved).

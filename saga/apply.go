@@ -127,7 +127,11 @@ func (m *machine) checkInstance() error {
 	default:
 		return m.reject(ErrInvalidInstance, "unknown status "+strconv.Quote(string(in.Status)))
 	}
-	if (in.Status == StatusCompensating || in.Status == StatusFailed) &&
+	halted := in.Status == StatusFailed && in.Steps[in.Step].Status == StepHalted
+	if halted && len(in.ToCompensate) > 0 {
+		return m.reject(ErrInvalidInstance, "halted with steps to compensate")
+	}
+	if (in.Status == StatusCompensating || (in.Status == StatusFailed && !halted)) &&
 		(len(in.ToCompensate) == 0 || in.ToCompensate[0] != in.Step) {
 		return m.reject(ErrInvalidInstance, "current step is not the first to compensate")
 	}
@@ -262,6 +266,14 @@ func (m *machine) cancel() error {
 	default:
 		return m.reject(ErrFinished, "status "+string(in.Status))
 	}
+	// Compensating would abandon the current step's effect (its command is in flight or backing
+	// off, so it may have applied) or one that an earlier step committed to.
+	switch i := in.Step; {
+	case m.def.Recovery(i) == RecoveryRetryForward:
+		return m.reject(ErrNotCancellable, "step "+strconv.Quote(m.def.Steps[i].Name)+" cannot be undone: it is retried forward")
+	case m.committed(i):
+		return m.reject(ErrNotCancellable, "the saga passed its point of no return: it only goes forward")
+	}
 	m.touch()
 	cause := "cancelled"
 	if ev.Actor != "" {
@@ -290,40 +302,82 @@ func (m *machine) redrive() error {
 	m.touch()
 	i := in.Step
 	st := m.stepState(i)
+	in.FinishedAt = time.Time{}
+	if st.Status == StepHalted {
+		// Resume going forward: the barrier answers a retry of an applied command from its record.
+		st.AttemptBase = st.Attempts
+		st.FinishedAt = time.Time{}
+		m.sendForward(i)
+		return nil
+	}
 	st.CompensationBase = st.CompensationAttempts
 	st.CompensationFinishedAt = time.Time{}
-	in.FinishedAt = time.Time{}
 	m.sendCompensation(i)
 	return nil
 }
 
 // forwardFailed handles a business failure or refusal of step i: it did not apply, so it is not
-// compensated; the steps before it are.
+// compensated; the steps before it are — unless one of them committed the saga to going forward,
+// which then stops for an operator.
 func (m *machine) forwardFailed(i int) {
 	ev := &m.ev
 	st := m.stepState(i)
+	st.LastError = "attempt " + strconv.Itoa(ev.Attempt) + " " + outcomeText(ev)
+	if m.committed(i) {
+		m.halt(i, st.LastError+", after the point of no return")
+		return
+	}
 	st.Status = StepFailed
 	st.FinishedAt = ev.Time
-	st.LastError = "attempt " + strconv.Itoa(ev.Attempt) + " " + outcomeText(ev)
 	m.in.LastError = "step " + strconv.Quote(st.Name) + ": " + st.LastError
 	m.compensate(m.toCompensate(i, false))
 }
 
 // forwardTimedOut handles the timeout of the awaited forward attempt of step i: retry after a
-// backoff, or, with the budget spent, compensate the step (its outcome is unknown) and the ones
-// before it.
+// backoff or, with the budget spent, compensate the step (its outcome is unknown) and the ones
+// before it; a step that cannot be undone, or one past the point of no return, halts instead: its
+// effect may exist, so the saga must not end compensated.
 func (m *machine) forwardTimedOut(i int) {
 	st := m.stepState(i)
 	st.LastError = "attempt " + strconv.Itoa(m.in.Attempt) + " timed out"
 	m.in.LastError = "step " + strconv.Quote(st.Name) + ": " + st.LastError
 	policy := &m.def.Steps[i].Retry
-	if m.backOff(policy, st.Attempts) {
+	used := st.Attempts - st.AttemptBase
+	if m.backOff(policy, used) {
+		return
+	}
+	if m.def.Recovery(i) == RecoveryRetryForward || m.committed(i) {
+		m.halt(i, "timed out on all "+strconv.Itoa(used)+" attempts; it cannot be undone and its outcome is unknown")
 		return
 	}
 	st.Status = StepTimedOut
 	st.FinishedAt = m.ev.Time
 	m.in.LastError = "step " + strconv.Quote(st.Name) + ": timed out on all " + strconv.Itoa(st.Attempts) + " attempts"
 	m.compensate(m.toCompensate(i, true))
+}
+
+// committed reports whether the saga passed its point of no return before step i: a step before
+// it that cannot be undone (retried forward, or the pivot) completed. From there on the saga can
+// only go forward.
+func (m *machine) committed(i int) bool {
+	for j := range i {
+		if m.in.Steps[j].Status == StepCompleted && m.def.irreversible(j) {
+			return true
+		}
+	}
+	return false
+}
+
+// halt stops the saga failed on step i, which cannot go forward and must not be abandoned: an
+// operator redrives it (resuming its forward attempts) once the cause is fixed.
+func (m *machine) halt(i int, why string) {
+	st := m.stepState(i)
+	st.Status = StepHalted
+	st.FinishedAt = m.ev.Time
+	st.LastError = why
+	m.in.LastError = "step " + strconv.Quote(st.Name) + ": halted: " + why
+	m.in.ToCompensate = nil
+	m.finish(StatusFailed)
 }
 
 // compensationAttemptFailed handles a timed-out, failed or refused compensation attempt of step i:
@@ -446,7 +500,8 @@ func (m *machine) finish(status Status) {
 	m.in.Phase = PhaseNone
 	m.in.Deadline = time.Time{}
 	m.in.FinishedAt = m.ev.Time
-	if status != StatusCompleted {
+	// The steps after a halted one still run after a redrive: they stay pending.
+	if status != StatusCompleted && m.in.Steps[m.in.Step].Status != StepHalted {
 		for i := range m.in.Steps {
 			if m.in.Steps[i].Status == StepPending {
 				m.stepState(i).Status = StepSkipped

@@ -16,8 +16,9 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // now is the time of the event under test; setup events happen a second apart from t0.
 var now = t0.Add(time.Hour)
 
-// testDef is an order saga: a (compensated), b (no compensation), c and d (compensated).
-// Every policy allows 2 attempts, backs off 1s then 2s, without jitter, so deadlines are exact.
+// testDef is an order saga: a (compensated), b (no compensation, declared to have nothing to undo),
+// c and d (compensated). Every policy allows 2 attempts, backs off 1s then 2s, without jitter, so
+// deadlines are exact.
 func testDef() *saga.Definition {
 	retry := saga.RetryPolicy{MaxAttempts: 2, Backoff: time.Second, MaxBackoff: 4 * time.Second}
 	step := func(name, service, comp string) saga.Step {
@@ -26,7 +27,7 @@ func testDef() *saga.Definition {
 			Timeout: 10 * time.Second, Retry: retry, CompensationRetry: retry,
 		}
 	}
-	return &saga.Definition{
+	def := &saga.Definition{
 		Name:    "order",
 		Version: 1,
 		Steps: []saga.Step{
@@ -36,6 +37,27 @@ func testDef() *saga.Definition {
 			step("d", "svc-d", "Undo-d"),
 		},
 	}
+	def.Steps[1].Recovery = saga.RecoveryCompensate
+	return def
+}
+
+// forwardDef is testDef with a and b compensated and c and d without compensation: retried forward
+// by default, so c is the point of no return.
+func forwardDef() *saga.Definition {
+	def := testDef()
+	def.Steps[1].Compensation, def.Steps[1].Recovery = "Undo-b", ""
+	def.Steps[2].Compensation = ""
+	def.Steps[3].Compensation = ""
+	return def
+}
+
+// pivotDef is testDef with every step compensated and b as the pivot: c and d are retried forward.
+func pivotDef() *saga.Definition {
+	def := forwardDef()
+	def.Steps[2].Compensation = "Undo-c"
+	def.Steps[3].Compensation = "Undo-d"
+	def.Pivot = "b"
+	return def
 }
 
 func startEv() saga.Event {
@@ -125,6 +147,11 @@ var (
 	compBackingOff = then(compensatingC, compTimeout("c", 1)) // c attempt 2 due
 	failedAtC      = then(compBackingOff, compRetryDue("c", 2), compFail("c", 2))
 	compensated    = then(compensatingA, compOK("a", 1))
+
+	// On forwardDef (and pivotDef).
+	haltedC         = then(atC, timeout("c", 1), retryDue("c", 2), timeout("c", 2)) // c timed out on its budget
+	haltedD         = then(atD, fail("d", 1))                                       // d failed after c committed
+	redrivenHaltedC = then(haltedC, redriveEv())
 )
 
 func sendCmd(step string, attempt int) saga.Action {
@@ -469,7 +496,126 @@ func TestApply(t *testing.T) {
 		{name: "RedriveCompleted", setup: completed, event: redriveEv(), wantErr: saga.ErrNotFailed},
 		{name: "RedriveCompensated", setup: compensated, event: redriveEv(), wantErr: saga.ErrNotFailed},
 
+		// Forward recovery (forwardDef: c and d cannot be undone).
+		{
+			name: "RetryForwardStepBacksOffOnTimeout", def: forwardDef, setup: atC, event: timeout("c", 1),
+			status: saga.StatusRunning, step: 2, attempt: 2, phase: saga.PhaseBackingOff,
+			actions: []saga.Action{deadlineAct("c", 2, false, saga.PhaseBackingOff, time.Second)},
+		},
+		{
+			name: "RetryForwardStepHaltsWhenBudgetSpent", def: forwardDef, setup: then(atC, timeout("c", 1), retryDue("c", 2)),
+			event:  timeout("c", 2),
+			status: saga.StatusFailed, step: 2, attempt: 2,
+			actions: []saga.Action{finishAct(saga.StatusFailed)},
+			check: func(t *testing.T, inst saga.Instance) {
+				require.Equal(t, []saga.StepStatus{saga.StepCompleted, saga.StepCompleted, saga.StepHalted, saga.StepPending},
+					stepStatuses(inst), "nothing compensated; d still to run after a redrive")
+				require.Equal(t, `step "c": halted: timed out on all 2 attempts; it cannot be undone and its outcome is unknown`, inst.LastError)
+				require.Equal(t, now, inst.FinishedAt)
+				require.Zero(t, inst.Deadline)
+			},
+		},
+		{
+			name: "RetryForwardStepFailureCompensatesTheStepsBefore", def: forwardDef, setup: atC, event: fail("c", 1),
+			status: saga.StatusCompensating, step: 1, attempt: 1, phase: saga.PhaseAwaitingReply, toCompensate: []int{1, 0},
+			actions: []saga.Action{sendComp("b", 1), deadlineAct("b", 1, true, saga.PhaseAwaitingReply, timeout10)},
+			check: func(t *testing.T, inst saga.Instance) {
+				require.Equal(t, saga.StepFailed, inst.Steps[2].Status, "the participant says nothing happened")
+			},
+		},
+		{
+			name: "FailureAfterPointOfNoReturnHalts", def: forwardDef, setup: atD, event: fail("d", 1),
+			status: saga.StatusFailed, step: 3, attempt: 1,
+			actions: []saga.Action{finishAct(saga.StatusFailed)},
+			check: func(t *testing.T, inst saga.Instance) {
+				require.Equal(t, saga.StepHalted, inst.Steps[3].Status)
+				require.Equal(t, saga.StepCompleted, inst.Steps[0].Status, "nothing compensated")
+				require.Equal(t, `step "d": halted: attempt 1 failed: declined, after the point of no return`, inst.LastError)
+			},
+		},
+		{
+			name: "LateSuccessOfHaltedStepDoesNotApply", def: forwardDef, setup: haltedC, event: ok("c", 2),
+			wantErr: saga.ErrFinished,
+		},
+		{name: "CancelRetryForwardStep", def: forwardDef, setup: atC, event: cancelEv(), wantErr: saga.ErrNotCancellable},
+		{name: "CancelRetryForwardStepBackingOff", def: forwardDef, setup: then(atC, timeout("c", 1)), event: cancelEv(), wantErr: saga.ErrNotCancellable},
+		{name: "CancelPastPointOfNoReturn", def: forwardDef, setup: atD, event: cancelEv(), wantErr: saga.ErrNotCancellable},
+		{name: "CancelHalted", def: forwardDef, setup: haltedC, event: cancelEv(), wantErr: saga.ErrFinished},
+		{
+			name: "CancelBeforePointOfNoReturn", def: forwardDef, setup: atB, event: cancelEv(),
+			status: saga.StatusCompensating, step: 1, attempt: 1, phase: saga.PhaseAwaitingReply, toCompensate: []int{1, 0},
+			actions: []saga.Action{sendComp("b", 1), deadlineAct("b", 1, true, saga.PhaseAwaitingReply, timeout10)},
+		},
+		{
+			name: "RedriveHaltedStepResumesForward", def: forwardDef, setup: haltedC, event: redriveEv(),
+			status: saga.StatusRunning, step: 2, attempt: 3, phase: saga.PhaseAwaitingReply,
+			actions: []saga.Action{sendCmd("c", 3), deadlineAct("c", 3, false, saga.PhaseAwaitingReply, timeout10)},
+			check: func(t *testing.T, inst saga.Instance) {
+				require.Equal(t, 2, inst.Steps[2].AttemptBase)
+				require.Equal(t, saga.StepRunning, inst.Steps[2].Status)
+				require.Zero(t, inst.FinishedAt)
+				require.Zero(t, inst.Steps[2].FinishedAt)
+			},
+		},
+		{
+			name: "RedrivenHaltedStepBudgetCountsFromRedrive", def: forwardDef, setup: redrivenHaltedC, event: timeout("c", 3),
+			status: saga.StatusRunning, step: 2, attempt: 4, phase: saga.PhaseBackingOff,
+			actions: []saga.Action{deadlineAct("c", 4, false, saga.PhaseBackingOff, time.Second)},
+		},
+		{
+			name: "RedrivenHaltedStepHaltsAgain", def: forwardDef, setup: then(redrivenHaltedC, timeout("c", 3), retryDue("c", 4)),
+			event:  timeout("c", 4),
+			status: saga.StatusFailed, step: 2, attempt: 4,
+			actions: []saga.Action{finishAct(saga.StatusFailed)},
+		},
+		{
+			name: "RedrivenHaltedStepSucceedsAndGoesOn", def: forwardDef, setup: redrivenHaltedC, event: ok("c", 3),
+			status: saga.StatusRunning, step: 3, attempt: 1, phase: saga.PhaseAwaitingReply,
+			actions: []saga.Action{sendCmd("d", 1), deadlineAct("d", 1, false, saga.PhaseAwaitingReply, timeout10)},
+		},
+		{
+			name: "RedriveStepHaltedByFailure", def: forwardDef, setup: haltedD, event: redriveEv(),
+			status: saga.StatusRunning, step: 3, attempt: 2, phase: saga.PhaseAwaitingReply,
+			actions: []saga.Action{sendCmd("d", 2), deadlineAct("d", 2, false, saga.PhaseAwaitingReply, timeout10)},
+		},
+		{name: "ReplyForAttemptBeforeHaltedRedrive", def: forwardDef, setup: redrivenHaltedC, event: ok("c", 2), wantErr: saga.ErrStale},
+
+		// Pivot (pivotDef: b is the pivot; c and d, compensations or not, are retried forward).
+		{
+			name: "PivotTimeoutCompensatesIt", def: pivotDef, setup: then(atB, timeout("b", 1), retryDue("b", 2)), event: timeout("b", 2),
+			status: saga.StatusCompensating, step: 1, attempt: 1, phase: saga.PhaseAwaitingReply, toCompensate: []int{1, 0},
+			actions: []saga.Action{sendComp("b", 1), deadlineAct("b", 1, true, saga.PhaseAwaitingReply, timeout10)},
+		},
+		{
+			name: "PivotFailureCompensatesTheStepsBefore", def: pivotDef, setup: atB, event: fail("b", 1),
+			status: saga.StatusCompensating, step: 0, attempt: 1, phase: saga.PhaseAwaitingReply, toCompensate: []int{0},
+			actions: []saga.Action{sendComp("a", 1), deadlineAct("a", 1, true, saga.PhaseAwaitingReply, timeout10)},
+		},
+		{
+			name: "FailureAfterPivotHalts", def: pivotDef, setup: atC, event: fail("c", 1),
+			status: saga.StatusFailed, step: 2, attempt: 1,
+			actions: []saga.Action{finishAct(saga.StatusFailed)},
+			check: func(t *testing.T, inst saga.Instance) {
+				require.Equal(t, saga.StepHalted, inst.Steps[2].Status)
+			},
+		},
+		{
+			name: "StepAfterPivotHaltsWhenBudgetSpent", def: pivotDef, setup: then(atC, timeout("c", 1), retryDue("c", 2)), event: timeout("c", 2),
+			status: saga.StatusFailed, step: 2, attempt: 2,
+			actions: []saga.Action{finishAct(saga.StatusFailed)},
+		},
+		{name: "CancelAfterPivot", def: pivotDef, setup: atC, event: cancelEv(), wantErr: saga.ErrNotCancellable},
+		{
+			name: "CancelPivotInFlight", def: pivotDef, setup: atB, event: cancelEv(),
+			status: saga.StatusCompensating, step: 1, attempt: 1, phase: saga.PhaseAwaitingReply, toCompensate: []int{1, 0},
+			actions: []saga.Action{sendComp("b", 1), deadlineAct("b", 1, true, saga.PhaseAwaitingReply, timeout10)},
+		},
+
 		// Invalid events and instances.
+		{
+			name: "HaltedWithStepsToCompensate", def: forwardDef, setup: haltedC, event: redriveEv(), wantErr: saga.ErrInvalidInstance,
+			edit: func(in *saga.Instance) { in.ToCompensate = []int{0} },
+		},
 		{name: "ZeroTime", setup: started, event: saga.Event{Kind: saga.EventCancel, Time: time.Time{}}, wantErr: saga.ErrInvalidEvent},
 		{name: "RandOutOfRange", setup: started, event: saga.Event{Kind: saga.EventCancel, Rand: 1}, wantErr: saga.ErrInvalidEvent},
 		{name: "UnknownKind", setup: started, event: saga.Event{Kind: "poke"}, wantErr: saga.ErrInvalidEvent},
@@ -683,6 +829,84 @@ func TestInstanceDeadlineEvent(t *testing.T) {
 			require.Equal(t, tt.want, ev)
 			_, _, err := saga.Apply(def, inst, ev)
 			require.NoError(t, err, "the deadline event applies")
+		})
+	}
+}
+
+func TestDefinitionRecovery(t *testing.T) {
+	t.Parallel()
+
+	tests := []struct {
+		name string
+		def  func() *saga.Definition
+		want []saga.Recovery
+	}{
+		{name: "DefaultsFollowCompensations", def: forwardDef,
+			want: []saga.Recovery{saga.RecoveryCompensate, saga.RecoveryCompensate, saga.RecoveryRetryForward, saga.RecoveryRetryForward}},
+		{name: "DeclaredNothingToUndo", def: testDef,
+			want: []saga.Recovery{saga.RecoveryCompensate, saga.RecoveryCompensate, saga.RecoveryCompensate, saga.RecoveryCompensate}},
+		{name: "AfterPivot", def: pivotDef,
+			want: []saga.Recovery{saga.RecoveryCompensate, saga.RecoveryCompensate, saga.RecoveryRetryForward, saga.RecoveryRetryForward}},
+		{name: "ExplicitRetryForward", def: func() *saga.Definition {
+			def := testDef()
+			def.Steps[0].Recovery = saga.RecoveryRetryForward
+			return def
+		}, want: []saga.Recovery{saga.RecoveryRetryForward, saga.RecoveryCompensate, saga.RecoveryCompensate, saga.RecoveryCompensate}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			def := tt.def()
+			got := make([]saga.Recovery, len(def.Steps))
+			for i := range def.Steps {
+				got[i] = def.Recovery(i)
+			}
+			require.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestLateEffect(t *testing.T) {
+	t.Parallel()
+
+	tests := []struct {
+		name  string
+		def   func() *saga.Definition // nil: testDef
+		setup []saga.Event
+		event saga.Event
+		want  bool
+	}{
+		{name: "HaltedStepApplied", def: forwardDef, setup: haltedC, event: ok("c", 2), want: true},
+		{name: "HaltedStepEarlierAttempt", def: forwardDef, setup: haltedC, event: ok("c", 1), want: true},
+		{name: "AttemptNeverSent", def: forwardDef, setup: haltedC, event: ok("c", 3)},
+		{name: "FailedStepAppliedAfterAll", setup: compensated, event: ok("d", 1), want: true},
+		{name: "FailedStepWhileCompensating", setup: compensatingC, event: ok("d", 1), want: true},
+		{name: "NothingToUndoTimedOut", setup: then(atB, timeout("b", 1), retryDue("b", 2), timeout("b", 2)), event: ok("b", 2), want: true},
+		{name: "CompensatedStep", setup: compensated, event: ok("c", 1)},
+		{name: "CompensatingStep", setup: compensatingC, event: ok("c", 1)},
+		{name: "TimedOutStepBeingCompensated", setup: then(atC, timeout("c", 1), retryDue("c", 2), timeout("c", 2)), event: ok("c", 2)},
+		{name: "CompensationFailedStep", setup: failedAtC, event: ok("c", 1)},
+		{name: "CompletedStep", setup: compensated, event: ok("b", 1)},
+		{name: "CompletedSaga", setup: completed, event: ok("d", 1)},
+		{name: "RunningSaga", setup: atB, event: ok("a", 1)},
+		{name: "FailureReply", def: forwardDef, setup: haltedC, event: fail("c", 2)},
+		{name: "CompensationReply", setup: compensated, event: compOK("d", 1)},
+		{name: "UnknownStep", setup: compensated, event: ok("zz", 1)},
+		{name: "NotAReply", def: forwardDef, setup: haltedC, event: timeout("c", 2)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			def := testDef()
+			if tt.def != nil {
+				def = tt.def()
+			}
+			inst := drive(t, def, tt.setup...)
+			ev := tt.event
+			ev.Time = now
+			_, _, err := saga.Apply(def, inst, ev)
+			require.Error(t, err, "LateEffect judges replies that do not apply")
+			require.Equal(t, tt.want, saga.LateEffect(def, inst, ev))
 		})
 	}
 }

@@ -9,7 +9,8 @@
 //
 // # Types
 //
-//   - [Definition]: the immutable workflow, built and validated by the definitions package.
+//   - [Definition]: the immutable workflow, built and validated by the definitions package. Each
+//     step's [Recovery] says whether it is compensated or retried forward.
 //   - [Instance]: one saga's state, a plain value stored as JSON and columns. Its [Status] is
 //     running, compensating, completed, compensated or failed; Steps holds each step's
 //     [StepState]; Data holds the input and the outputs of completed steps and is the payload of
@@ -18,6 +19,7 @@
 //     number.
 //   - [Action]: send a command, send a compensation, schedule the deadline, or finish.
 //   - [RejectedError]: why an event did not apply, matching a sentinel of errors.go.
+//   - [LateEffect]: whether a rejected reply reports an effect that nothing will undo.
 //
 // # Usage
 //
@@ -63,9 +65,26 @@
 // succeeded the saga is compensated; when one exhausts its budget the saga is failed and waits for
 // an operator, whose redrive resumes that compensation with a fresh budget.
 //
+// # Forward recovery
+//
+// After the compensatable, pivot and retriable steps of the saga literature, each step has a
+// [Recovery]. A compensatable step (RecoveryCompensate, the default with a compensation) behaves
+// as above. A retriable step (RecoveryRetryForward, the default without a compensation and for
+// every step after the Definition's Pivot) cannot be undone, so it is never abandoned: its
+// timeouts are retried per its Retry policy and, when that budget is spent, the saga stops failed
+// with the step [StepHalted] instead of compensating the steps before it — its outcome is unknown,
+// so its effect may exist. Once a retriable step or the pivot has completed, the saga has passed
+// its point of no return: any later failure halts it the same way, and it cannot be cancelled
+// (ErrNotCancellable), nor while a retriable step is in flight. A business failure of a retriable
+// step before that point says nothing happened, so the steps before it are compensated. A redrive
+// of a halted saga resumes the step's forward attempts with a fresh budget.
+//
 // # Guarantees
 //
 // After every event Apply accepts:
+//   - a saga never compensates, and so never ends compensated, while the effect of a step that
+//     cannot be undone may exist (a retriable step that completed or timed out, a pivot that
+//     completed);
 //   - a finished instance (completed, compensated, failed) never changes, except that a redrive
 //     resumes a failed one;
 //   - at most one command or compensation is awaited at a time, and an unfinished instance has

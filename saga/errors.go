@@ -24,6 +24,10 @@ var (
 	ErrUnknownStep = errors.New("unknown step")
 	// ErrCompensating rejects an EventCancel for a saga that is already compensating.
 	ErrCompensating = errors.New("saga already compensating")
+	// ErrNotCancellable rejects an EventCancel for a running saga whose current step is retried
+	// forward or that passed its point of no return: compensating would abandon an effect that
+	// nothing undoes.
+	ErrNotCancellable = errors.New("saga cannot be cancelled")
 	// ErrNotFailed rejects an EventRedrive for a saga whose status is not failed.
 	ErrNotFailed = errors.New("saga not failed")
 	// ErrInvalidEvent rejects a malformed event: an unknown kind or outcome, a zero Time, a Rand

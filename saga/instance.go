@@ -22,9 +22,11 @@ const (
 	// StatusCompensated means every step that applied (or may have applied) has been compensated,
 	// or that there was nothing to compensate. It is terminal.
 	StatusCompensated Status = "compensated"
-	// StatusFailed means a compensation exhausted its retry budget: the saga is half undone and
-	// needs an operator, who may fix the cause and Redrive it. It is terminal in the sense that no
-	// reply or deadline changes it; only EventRedrive does.
+	// StatusFailed means the saga needs an operator, who may fix the cause and Redrive it: either a
+	// compensation exhausted its retry budget (the saga is half undone; the current step is
+	// StepCompensationFailed), or a step that cannot be undone could not go forward (it is
+	// StepHalted: its forward retry budget is spent, or it failed after the point of no return).
+	// It is terminal in the sense that no reply or deadline changes it; only EventRedrive does.
 	StatusFailed Status = "failed"
 )
 
@@ -62,8 +64,9 @@ const (
 	// StepFailed means the participant answered a business failure or refused the command: the
 	// step did not apply and is not compensated.
 	StepFailed StepStatus = "failed"
-	// StepTimedOut means every attempt timed out: the outcome is unknown (the step may have run and
-	// only its reply been lost), so the step is compensated if it has a compensation.
+	// StepTimedOut means every attempt of a compensatable step timed out: the outcome is unknown
+	// (the step may have run and only its reply been lost), so the step is compensated if it has a
+	// compensation.
 	StepTimedOut StepStatus = "timed_out"
 	// StepAborted means the saga was cancelled while the step's command was in flight: the outcome
 	// is unknown, so the step is compensated if it has a compensation.
@@ -77,6 +80,11 @@ const (
 	StepCompensationFailed StepStatus = "compensation_failed"
 	// StepSkipped means the step never ran because the saga compensated before reaching it.
 	StepSkipped StepStatus = "skipped"
+	// StepHalted means the step cannot be undone and could not go forward: it is retried forward
+	// and timed out on every attempt of its budget (its effect may exist), or it answered a failure
+	// after the saga passed its point of no return. The saga is failed; a redrive resumes the
+	// step's forward attempts with a fresh budget.
+	StepHalted StepStatus = "halted"
 )
 
 // StepState is the progress of one step of an instance. Instance.Steps holds one per step of the
@@ -88,6 +96,9 @@ type StepState struct {
 	Status StepStatus `json:"status"`
 	// Attempts is the number of forward commands sent; the last one sent has this attempt number.
 	Attempts int `json:"attempts"`
+	// AttemptBase is Attempts at the last redrive of a halted step: the current forward budget
+	// (Retry.MaxAttempts) counts only the attempts above it.
+	AttemptBase int `json:"attempt_base,omitempty"`
 	// CompensationAttempts is the number of compensations sent, across redrives; the last one sent
 	// has this attempt number. Numbers are never reused, so a late reply is always recognised.
 	CompensationAttempts int `json:"compensation_attempts,omitempty"`
@@ -131,8 +142,8 @@ type Instance struct {
 	// Status is where the saga is.
 	Status Status `json:"status"`
 	// Step is the index of the current step: the forward step while running, the step being
-	// compensated while compensating, the step whose compensation exhausted its budget when
-	// failed, and the last step handled when completed or compensated.
+	// compensated while compensating, the halted step or the step whose compensation exhausted its
+	// budget when failed, and the last step handled when completed or compensated.
 	Step int `json:"step"`
 	// Phase is what the saga waits for until Deadline; PhaseNone once finished.
 	Phase Phase `json:"phase,omitempty"`
@@ -143,8 +154,9 @@ type Instance struct {
 	// Steps holds the progress of every step of the definition, in order.
 	Steps []StepState `json:"steps"`
 	// ToCompensate lists the indices of the steps still to compensate, in the order they will be
-	// compensated (reverse order of completion). While compensating, and when failed, the first
-	// one is Step. Empty while running and once completed or compensated.
+	// compensated (reverse order of completion). While compensating, and when failed on a
+	// compensation, the first one is Step. Empty while running, when failed on a halted step, and
+	// once completed or compensated.
 	ToCompensate []int `json:"to_compensate,omitempty"`
 	// Data is the saga's data: its input and the outputs of its completed steps.
 	Data Data `json:"data"`

@@ -3,8 +3,10 @@ package saga_test
 import (
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -14,10 +16,13 @@ import (
 	"github.com/sagaflow/sagaflow/saga"
 )
 
-// TestApplyProperties runs random definitions through random event sequences — correct replies,
+// TestApplyProperties runs random definitions (with random recoveries and pivots) through random
+// event sequences — correct replies, lost ones (never sent), late ones (after their deadline),
 // duplicates, stale and out-of-order replies and deadlines, wrong directions, cancels, redrives —
 // and checks every invariant of the package after every event, then feeds only deadlines and
-// checks that every saga finishes.
+// checks that every saga finishes. Among them: a saga never compensates (let alone ends
+// compensated) while the effect of a step that cannot be undone may exist, and LateEffect flags
+// exactly the late successes that nothing accounts for.
 func TestApplyProperties(t *testing.T) {
 	t.Parallel()
 
@@ -97,6 +102,7 @@ type sim struct {
 
 	fwd        []fwdOutcome
 	fwdSends   []int
+	fwdUsed    []int // since the last redrive
 	compSends  []int // across redrives
 	compUsed   []int // since the last redrive
 	compDone   []bool
@@ -109,7 +115,7 @@ func newSim(t *testing.T, r *rand.Rand, label string) *sim {
 	n := len(def.Steps)
 	return &sim{
 		t: t, r: r, label: label, def: def, now: t0,
-		fwd: make([]fwdOutcome, n), fwdSends: make([]int, n), compSends: make([]int, n), compUsed: make([]int, n),
+		fwd: make([]fwdOutcome, n), fwdSends: make([]int, n), fwdUsed: make([]int, n), compSends: make([]int, n), compUsed: make([]int, n),
 		compDone: make([]bool, n), maxAttempt: map[attemptKey]int{},
 	}
 }
@@ -136,8 +142,46 @@ func randomDefinition(r *rand.Rand) *saga.Definition {
 		if r.IntN(3) > 0 {
 			def.Steps[i].Compensation = "Undo" + s
 		}
+		switch r.IntN(8) {
+		case 0, 1:
+			def.Steps[i].Recovery = saga.RecoveryCompensate
+		case 2:
+			def.Steps[i].Recovery = saga.RecoveryRetryForward
+		}
+	}
+	if r.IntN(4) == 0 {
+		def.Pivot = def.Steps[r.IntN(len(def.Steps))].Name
 	}
 	return def
+}
+
+// irreversible reports whether step i's success commits the saga to going forward.
+func (s *sim) irreversible(i int) bool {
+	return s.def.Recovery(i) == saga.RecoveryRetryForward || s.def.Steps[i].Name == s.def.Pivot
+}
+
+// committed reports whether, by the model, a step before i that cannot be undone completed.
+func (s *sim) committed(i int) bool {
+	for j := range i {
+		if s.fwd[j] == fwdCompleted && s.irreversible(j) {
+			return true
+		}
+	}
+	return false
+}
+
+// requireNothingAbandoned checks that no effect of a step that cannot be undone may exist: the
+// saga is about to compensate, or has.
+func (s *sim) requireNothingAbandoned() {
+	for i, o := range s.fwd {
+		if s.def.Recovery(i) == saga.RecoveryRetryForward {
+			require.NotContains(s.t, []fwdOutcome{fwdCompleted, fwdUnknown}, o,
+				"%s: compensating while the effect of retry_forward step %d may exist", s.label, i)
+		}
+		if s.def.Steps[i].Name == s.def.Pivot {
+			require.NotEqual(s.t, fwdCompleted, o, "%s: compensating after the pivot %d completed", s.label, i)
+		}
+	}
 }
 
 func (s *sim) run(events int) {
@@ -263,11 +307,19 @@ func (s *sim) apply(ev saga.Event, mustReject bool) error {
 	if err != nil {
 		var rejected *saga.RejectedError
 		require.ErrorAs(t, err, &rejected, s.label)
+		if errors.Is(err, saga.ErrNotCancellable) {
+			require.True(t, s.def.Recovery(old.Step) == saga.RecoveryRetryForward || s.committed(old.Step),
+				"%s: cancel at step %d refused for nothing", s.label, old.Step)
+		}
 		require.Equal(t, old, got, "%s: a rejected event changed the instance", s.label)
 		require.Nil(t, actions, s.label)
 		return err
 	}
 	require.False(t, mustReject, "%s: %+v applied to %s instance, want an error", s.label, ev, old.Status)
+	if ev.Kind == saga.EventCancel {
+		require.False(t, s.def.Recovery(old.Step) == saga.RecoveryRetryForward || s.committed(old.Step),
+			"%s: cancel applied at step %d, which would abandon an effect nothing undoes", s.label, old.Step)
+	}
 	if old.Status.Finished() {
 		require.Equal(t, saga.StatusFailed, old.Status, "%s: a finished instance changed", s.label)
 		require.Equal(t, saga.EventRedrive, ev.Kind, "%s: a finished instance changed", s.label)
@@ -339,6 +391,9 @@ func (s *sim) observe(old saga.Instance, ev saga.Event, got saga.Instance, actio
 			require.Equal(t, ev.Output, got.Data.Steps[ev.Step], label)
 		case !ev.Compensation:
 			s.fwd[i] = fwdFailed
+			if s.committed(i) {
+				s.requireHalted(i, got, "a failure after the point of no return")
+			}
 		case ev.Outcome == saga.OutcomeSuccess:
 			s.compDone[i] = true
 		default:
@@ -358,10 +413,13 @@ func (s *sim) observe(old saga.Instance, ev saga.Event, got saga.Instance, actio
 		switch {
 		case ev.Compensation:
 			s.compensationAttemptFailed(i, got, sends, deadlines)
-		case s.fwdSends[i] < def.Steps[i].Retry.MaxAttempts:
+		case s.fwdUsed[i] < def.Steps[i].Retry.MaxAttempts:
 			s.requireBackoff(i, got, sends, deadlines, def.Steps[i].Retry)
 		default:
 			s.fwd[i] = fwdUnknown // timed out on every attempt: it may have run
+			if def.Recovery(i) == saga.RecoveryRetryForward || s.committed(i) {
+				s.requireHalted(i, got, "a step that cannot be undone timed out on its budget")
+			}
 		}
 	case saga.EventCancel:
 		require.Equal(t, saga.StatusRunning, old.Status, label)
@@ -370,7 +428,11 @@ func (s *sim) observe(old saga.Instance, ev saga.Event, got saga.Instance, actio
 		s.awaited = false
 	case saga.EventRedrive:
 		require.Equal(t, saga.StatusFailed, old.Status, label)
-		s.compUsed[old.Step] = 0
+		if old.Steps[old.Step].Status == saga.StepHalted {
+			s.fwdUsed[old.Step] = 0
+		} else {
+			s.compUsed[old.Step] = 0
+		}
 	}
 
 	// What the transition sends.
@@ -389,10 +451,15 @@ func (s *sim) observe(old saga.Instance, ev saga.Event, got saga.Instance, actio
 			for k := range j {
 				require.Equal(t, fwdCompleted, s.fwd[k], "%s: step %d runs before step %d completed", label, j, k)
 			}
-			require.Contains(t, []fwdOutcome{fwdNone, fwdSent}, s.fwd[j], label)
-			require.Less(t, s.fwdSends[j], step.Retry.MaxAttempts, "%s: forward budget exceeded", label)
+			if ev.Kind == saga.EventRedrive { // a halted step goes forward again
+				require.Contains(t, []fwdOutcome{fwdUnknown, fwdFailed}, s.fwd[j], label)
+			} else {
+				require.Contains(t, []fwdOutcome{fwdNone, fwdSent}, s.fwd[j], label)
+			}
+			require.Less(t, s.fwdUsed[j], step.Retry.MaxAttempts, "%s: forward budget exceeded", label)
 			s.fwd[j] = fwdSent
 			s.fwdSends[j]++
+			s.fwdUsed[j]++
 		} else {
 			require.Equal(t, saga.ActionSendCompensation, a.Kind, label)
 			require.NotEmpty(t, step.Compensation, label)
@@ -401,6 +468,7 @@ func (s *sim) observe(old saga.Instance, ev saga.Event, got saga.Instance, actio
 				"%s: compensation of step %d, which did not apply", label, j)
 			require.False(t, s.compDone[j], "%s: step %d compensated twice", label, j)
 			require.Less(t, s.compUsed[j], step.CompensationRetry.MaxAttempts, "%s: compensation budget exceeded", label)
+			s.requireNothingAbandoned()
 			if s.compSends[j] == 0 {
 				for _, k := range s.compOrder {
 					require.Greater(t, k, j, "%s: compensations out of reverse order: %v then %d", label, s.compOrder, j)
@@ -462,6 +530,14 @@ func (s *sim) compensationAttemptFailed(i int, got saga.Instance, sends, deadlin
 	require.Equal(s.t, i, got.Step, s.label)
 }
 
+// requireHalted checks that the saga stopped failed on step i, for an operator, compensating nothing.
+func (s *sim) requireHalted(i int, got saga.Instance, why string) {
+	require.Equal(s.t, saga.StatusFailed, got.Status, "%s: %s must halt", s.label, why)
+	require.Equal(s.t, i, got.Step, s.label)
+	require.Equal(s.t, saga.StepHalted, got.Steps[i].Status, s.label)
+	require.Empty(s.t, got.ToCompensate, s.label)
+}
+
 func (s *sim) requireBackoff(i int, got saga.Instance, sends, deadlines []saga.Action, p saga.RetryPolicy) {
 	t := s.t
 	require.Empty(t, sends, s.label)
@@ -484,6 +560,7 @@ func (s *sim) checkEnd(got saga.Instance) {
 		require.Empty(t, s.compOrder, label)
 		require.Len(t, got.Data.Steps, len(s.def.Steps), label)
 	case saga.StatusCompensated:
+		s.requireNothingAbandoned()
 		for i, o := range s.fwd {
 			applied := o == fwdCompleted || o == fwdUnknown
 			want := applied && s.def.Steps[i].Compensation != ""
@@ -492,11 +569,44 @@ func (s *sim) checkEnd(got saga.Instance) {
 		require.Empty(t, got.ToCompensate, label)
 	case saga.StatusFailed:
 		i := got.Step
+		if got.Steps[i].Status == saga.StepHalted {
+			require.Empty(t, got.ToCompensate, label)
+			require.Contains(t, got.LastError, s.def.Steps[i].Name, label)
+			switch s.fwd[i] {
+			case fwdUnknown:
+				require.Equal(t, s.def.Steps[i].Retry.MaxAttempts, s.fwdUsed[i], label)
+				require.True(t, s.def.Recovery(i) == saga.RecoveryRetryForward || s.committed(i), label)
+			case fwdFailed:
+				require.True(t, s.committed(i), "%s: halted on a failure before the point of no return", label)
+			default:
+				t.Fatalf("%s: halted step %d is %v", label, i, s.fwd[i])
+			}
+			break
+		}
 		require.False(t, s.compDone[i], label)
 		require.Equal(t, s.def.Steps[i].CompensationRetry.MaxAttempts, s.compUsed[i], label)
 		require.Equal(t, i, got.ToCompensate[0], label)
 		require.Contains(t, got.LastError, s.def.Steps[i].Name, label)
 	default:
 		t.Fatalf("%s: unknown final status %q", label, got.Status)
+	}
+	s.checkLateEffects(got)
+}
+
+// checkLateEffects checks, on a finished saga, that LateEffect flags a late success for a step
+// exactly when the model says nothing accounts for its effect: it did not complete, and no
+// compensation was sent for it or is queued.
+func (s *sim) checkLateEffects(got saga.Instance) {
+	for i, step := range s.def.Steps {
+		last := s.maxAttempt[attemptKey{step.Name, false}]
+		if last == 0 {
+			continue
+		}
+		ev := saga.Event{Kind: saga.EventReply, Time: s.now, Step: step.Name, Attempt: 1 + s.r.IntN(last), Outcome: saga.OutcomeSuccess}
+		_, _, err := saga.Apply(s.def, got, ev)
+		require.ErrorIs(s.t, err, saga.ErrFinished, s.label)
+		queued := step.Compensation != "" && slices.Contains(got.ToCompensate, i)
+		want := s.fwd[i] != fwdCompleted && s.compSends[i] == 0 && !queued
+		require.Equal(s.t, want, saga.LateEffect(s.def, got, ev), "%s: late success of step %d (%v)", s.label, i, s.fwd[i])
 	}
 }

@@ -109,6 +109,7 @@ func newListCmd() *cobra.Command {
 		Use:   "list",
 		Short: "List sagas, newest first",
 		Example: `  sagaflow list --status failed
+  sagaflow list --needs-attention
   sagaflow list --definition order-fulfilment --key order-42 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -122,8 +123,12 @@ func newListCmd() *cobra.Command {
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tDEFINITION\tKEY\tSTATUS\tSTEP\tAGE\tLAST ERROR")
 			for _, in := range resp.Sagas {
+				status := string(in.Status)
+				if in.NeedsAttention {
+					status += " (needs attention)"
+				}
 				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%s\t%s\t%s\n", safe(in.ID), safe(in.Definition), in.Version, dash(in.BusinessKey),
-					in.Status, currentStep(&in.Instance), age(in.CreatedAt), dash(truncate(in.LastError, 60)))
+					status, currentStep(&in.Instance), age(in.CreatedAt), dash(truncate(in.LastError, 60)))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -137,6 +142,7 @@ func newListCmd() *cobra.Command {
 	c.Flags().StringVar(&f.Status, "status", "", "only sagas with this status (running, compensating, completed, compensated, failed)")
 	c.Flags().StringVar(&f.Definition, "definition", "", "only sagas of this definition")
 	c.Flags().StringVar(&f.BusinessKey, "key", "", "only sagas with this business key")
+	c.Flags().BoolVar(&f.NeedsAttention, "needs-attention", false, "only sagas in the operator's queue (for example after a late effect), whatever their status")
 	c.Flags().IntVar(&f.Limit, "limit", 50, "at most this many sagas (1..1000)")
 	c.Flags().StringVar(&f.Before, "before", "", "page cursor: sagas older than this id")
 	o.register(c)
@@ -233,9 +239,16 @@ func newCancelCmd() *cobra.Command {
 }
 
 func newRedriveCmd() *cobra.Command {
-	return newOperationCmd("redrive", "Resume a failed saga where it stopped, with a fresh retry budget",
+	return newOperationCmd("redrive", "Resume a failed saga where it stopped (its compensation, or its halted forward step), with a fresh retry budget",
 		func(c *httpapi.Client) func(context.Context, string, string) (*engine.Instance, error) {
 			return c.Redrive
+		})
+}
+
+func newResolveCmd() *cobra.Command {
+	return newOperationCmd("resolve", "Take a saga out of the operator's queue once its late effect is dealt with (clears needs attention)",
+		func(c *httpapi.Client) func(context.Context, string, string) (*engine.Instance, error) {
+			return c.Resolve
 		})
 }
 
@@ -245,6 +258,9 @@ func printInstance(w io.Writer, in *engine.Instance, hist []engine.HistoryEntry,
 	fmt.Fprintf(tw, "Definition:\t%s v%d\n", safe(in.Definition), in.Version)
 	fmt.Fprintf(tw, "Business key:\t%s\n", dash(in.BusinessKey))
 	fmt.Fprintf(tw, "Status:\t%s\n", in.Status)
+	if in.NeedsAttention {
+		fmt.Fprintf(tw, "Needs attention:\t%s\n", in.Attention)
+	}
 	fmt.Fprintf(tw, "Started:\t%s\n", in.CreatedAt.Format(time.RFC3339Nano))
 	if !in.FinishedAt.IsZero() {
 		fmt.Fprintf(tw, "Finished:\t%s (%s)\n", in.FinishedAt.Format(time.RFC3339Nano), in.FinishedAt.Sub(in.CreatedAt).Round(time.Millisecond))

@@ -77,6 +77,9 @@ func (c *Client) List(ctx context.Context, f engine.Filter) (ListResponse, error
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
+	if f.NeedsAttention {
+		q.Set("needs_attention", "true")
+	}
 	var resp ListResponse
 	err := c.do(ctx, http.MethodGet, "/v1/sagas?"+q.Encode(), nil, &resp)
 	return resp, err
@@ -97,6 +100,11 @@ func (c *Client) Cancel(ctx context.Context, id, reason string) (*engine.Instanc
 // Redrive resumes a failed saga with a fresh retry budget and returns it.
 func (c *Client) Redrive(ctx context.Context, id, reason string) (*engine.Instance, error) {
 	return c.operation(ctx, id, "redrive", reason)
+}
+
+// Resolve takes a saga out of the operator's queue (clears needs_attention) and returns it.
+func (c *Client) Resolve(ctx context.Context, id, reason string) (*engine.Instance, error) {
+	return c.operation(ctx, id, "resolve", reason)
 }
 
 func (c *Client) operation(ctx context.Context, id, op, reason string) (*engine.Instance, error) {

@@ -5,12 +5,13 @@
 // Routes (all bodies JSON; errors are {"error": "...", "code": "..."} with a 4xx/5xx status):
 //
 //	POST /v1/sagas                      start: {"definition","version","business_key","input","idempotency_key"} → 201 {"id"}
-//	GET  /v1/sagas?definition=&status=&business_key=&limit=&before=   → {"sagas":[...],"next":"<cursor>"}
+//	GET  /v1/sagas?definition=&status=&business_key=&needs_attention=true&limit=&before=   → {"sagas":[...],"next":"<cursor>"}
 //	GET  /v1/sagas/{id}                 → the instance
 //	GET  /v1/sagas/{id}/history         → {"history":[...]}
 //	GET  /v1/definitions/{name}/sagas/{key}   → the instance with that business key
 //	POST /v1/sagas/{id}/cancel          {"reason"} → the instance
 //	POST /v1/sagas/{id}/redrive         {"reason"} → the instance
+//	POST /v1/sagas/{id}/resolve         {"reason"} → the instance (out of the operator's queue)
 //	GET  /v1/definitions                → {"definitions":[...]}
 //	GET  /healthz                       → {"status":"ok"} while the process serves (liveness)
 //	GET  /readyz                        → 200 {"status":"ready"}, or 503 {"status":"not ready","not_ready":{"<check>":"<reason>"}}
@@ -18,6 +19,6 @@
 // /readyz is served by the node (internal/server) with ReadyHandler: the database answers, the NATS
 // connection is up, and Sagaflow's streams exist (docs/observability.md).
 //
-// The actor recorded in history for start, cancel and redrive is the X-Sagaflow-Actor request
+// The actor recorded in history for start, cancel, redrive and resolve is the X-Sagaflow-Actor request
 // header, or "api" when it is absent.
 package httpapi

@@ -74,6 +74,26 @@ func TestAPI(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, page.Sagas, 1)
 
+		// The operator's queue: only the flagged saga (the engine flags a late effect; here the
+		// column is set directly, as its migration defines it).
+		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		require.NoError(t, err)
+		require.Empty(t, page.Sagas)
+		_, err = db.ExecContext(ctx, db.Rebind(`UPDATE sagaflow_instances SET attention = ? WHERE id = ?`), "late effect of step \"debit\"", id2)
+		require.NoError(t, err)
+		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		require.NoError(t, err)
+		require.Len(t, page.Sagas, 1)
+		require.Equal(t, id2, page.Sagas[0].ID)
+		require.True(t, page.Sagas[0].NeedsAttention)
+		require.Equal(t, `late effect of step "debit"`, page.Sagas[0].Attention)
+		resolved, err := c.Resolve(ctx, id2, "reconciled")
+		require.NoError(t, err)
+		require.False(t, resolved.NeedsAttention)
+		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		require.NoError(t, err)
+		require.Empty(t, page.Sagas)
+
 		cancelled, err := c.Cancel(ctx, id, "customer asked")
 		require.NoError(t, err)
 		require.Equal(t, id, cancelled.ID)
@@ -117,6 +137,12 @@ func TestAPIErrors(t *testing.T) {
 			{"NoDefinition", func() error { _, err := c.Start(ctx, httpapi.StartRequest{}); return err }, 400, "bad_request", "definition is required"},
 			{"BadStatus", func() error { _, err := c.List(ctx, engine.Filter{Status: "sleeping"}); return err }, 400, "bad_request", "status"},
 			{"CancelUnknown", func() error { _, err := c.Cancel(ctx, "nope", ""); return err }, 404, "not_found", "not found"},
+			{"ResolveNotFlagged", func() error {
+				id, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer"})
+				require.NoError(t, err)
+				_, err = c.Resolve(ctx, id, "")
+				return err
+			}, 409, "conflict", "does not need attention"},
 			{"RedriveRunning", func() error {
 				id, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer"})
 				require.NoError(t, err)

@@ -23,6 +23,7 @@ type Engine interface {
 	History(ctx context.Context, id string) ([]engine.HistoryEntry, error)
 	Cancel(ctx context.Context, id, actor, reason string) error
 	Redrive(ctx context.Context, id, actor, reason string) error
+	Resolve(ctx context.Context, id, actor, reason string) error
 }
 
 // ActorHeader names who calls, recorded in the history of starts, cancels and redrives.
@@ -61,7 +62,7 @@ type DefinitionsResponse struct {
 	Definitions []*saga.Definition `json:"definitions"`
 }
 
-// OperationRequest is the body of cancel and redrive.
+// OperationRequest is the body of cancel, redrive and resolve.
 type OperationRequest struct {
 	Reason string `json:"reason,omitempty"`
 }
@@ -89,6 +90,7 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	mux.HandleFunc("GET /v1/definitions/{name}/sagas/{key}", h.getByKey)
 	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation(e.Cancel))
 	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation(e.Redrive))
+	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation(e.Resolve))
 	mux.HandleFunc("GET /v1/definitions", h.definitions)
 	mux.Handle("GET /healthz", HealthHandler())
 	return mux
@@ -140,6 +142,14 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.Limit = n
+	}
+	if s := q.Get("needs_attention"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			h.fail(w, r, badRequest(fmt.Sprintf("query parameter needs_attention=%q: want true or false", s)))
+			return
+		}
+		f.NeedsAttention = b
 	}
 	if f.Status != "" && !validStatus(f.Status) {
 		h.fail(w, r, badRequest(fmt.Sprintf("query parameter status=%q: want running, compensating, completed, compensated or failed", f.Status)))
@@ -262,7 +272,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, engine.ErrNotFound), errors.Is(err, definitions.ErrNotFound):
 		status, code = http.StatusNotFound, "not_found"
 	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed),
-		errors.Is(err, engine.ErrConflict):
+		errors.Is(err, saga.ErrNotCancellable), errors.Is(err, engine.ErrNoAttention), errors.Is(err, engine.ErrConflict):
 		status, code = http.StatusConflict, "conflict"
 	}
 	msg := err.Error()

@@ -62,7 +62,7 @@ func knownMetrics(t *testing.T) map[string]bool {
 	// The exact names docs/observability.md and the alerts promise; the e2e metrics test scrapes
 	// most of them from a real run.
 	for _, name := range []string{"sagaflow_sagas_started_total", "sagaflow_sagas_finished_total", "sagaflow_sagas_in_flight",
-		"sagaflow_step_duration_seconds_bucket", "sagaflow_step_retries_total", "sagaflow_step_timeouts_total",
+		"sagaflow_step_duration_seconds_bucket", "sagaflow_step_retries_total", "sagaflow_step_timeouts_total", "sagaflow_late_effects_total",
 		"sagaflow_outbox_backlog", "sagaflow_outbox_oldest_unpublished_age_seconds", "sagaflow_outbox_quarantined",
 		"sagaflow_relay_published_total", "sagaflow_relay_quarantined_total", "sagaflow_dead_lettered_total",
 		"sagaflow_bus_recreated_total"} {
@@ -277,7 +277,7 @@ func TestAlertRules(t *testing.T) {
 		requireKnownMetrics(t, known, name, r.Expr)
 	}
 	require.Equal(t, map[string]string{
-		"SagaflowSagaFailed": "page", "SagaflowOutboxStuck": "page", "SagaflowDeadLetters": "ticket",
+		"SagaflowSagaFailed": "page", "SagaflowLateEffect": "page", "SagaflowOutboxStuck": "page", "SagaflowDeadLetters": "ticket",
 		"SagaflowNoProgress": "page", "SagaflowCompensationRateHigh": "warning", "SagaflowBusRecreated": "ticket",
 	}, severities)
 }
@@ -330,7 +330,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	for _, name := range []string{"sagaflow_sagas_started_total", "sagaflow_sagas_finished_total", "sagaflow_sagas_in_flight",
 		"sagaflow_step_duration_seconds", "sagaflow_step_retries_total", "sagaflow_step_timeouts_total", "sagaflow_outbox_backlog",
-		"sagaflow_outbox_oldest_unpublished_age_seconds", "sagaflow_relay_published_total", "sagaflow_dead_lettered_total"} {
+		"sagaflow_outbox_oldest_unpublished_age_seconds", "sagaflow_relay_published_total", "sagaflow_dead_lettered_total",
+		"sagaflow_late_effects_total"} {
 		require.True(t, covered[name], "the dashboard shows %s", name)
 	}
 
