@@ -68,7 +68,8 @@ const (
 	// the outbox; Detail holds the service, the command, the message id and the reply deadline.
 	HistoryCommand HistoryKind = "command"
 	// HistoryReply: a participant's reply was applied; Outcome is success, failure or cancelled and
-	// Detail holds the reason and the message id.
+	// Detail holds the reason and the message id. Outcome retrying is news, not an answer: the
+	// participant's handler failed on that attempt (Detail's reason) and it will be redelivered.
 	HistoryReply HistoryKind = "reply"
 	// HistoryTimeout: the awaited reply of Step's Attempt did not arrive before its deadline.
 	HistoryTimeout HistoryKind = "timeout"

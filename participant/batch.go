@@ -3,8 +3,10 @@ package participant
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -99,9 +101,61 @@ func (p *Participant) process(ctx context.Context, batch []*job) {
 			}
 		}
 	}
+	p.news(ctx, batch, results)
 	for i, j := range batch {
 		j.done <- results[i]
 	}
+}
+
+// maxNewsReason bounds the handler error text sent to the orchestrator.
+const maxNewsReason = 1024
+
+// news tells the orchestrator, for each command whose handling failed (a transient error, a panic,
+// a Reject), why: a reply with outcome "retrying" and the error as its reason, which the
+// orchestrator records as the step's last error ("sagaflow show" says why an attempt is slow or
+// timed out) without changing the saga. It is written in one transaction of its own and is best
+// effort: a failure to write it is logged and changes nothing else.
+func (p *Participant) news(ctx context.Context, batch []*job, results []error) {
+	sent := replies{}
+	now := time.Now()
+	for i, j := range batch {
+		err := results[i]
+		if err == nil || errors.Is(err, ErrStopping) {
+			continue
+		}
+		r := j.cmd.Answer(protocol.OutcomeRetrying)
+		r.MessageID = uuid.Must(uuid.NewV7()).String()
+		r.Reason = err.Error()
+		if errors.Is(err, ErrRejected) {
+			r.Reason = "dead-lettered: " + r.Reason
+		}
+		if len(r.Reason) > maxNewsReason {
+			r.Reason = strings.ToValidUTF8(r.Reason[:maxNewsReason], "") + "…"
+		}
+		r.Service, r.Time = p.cfg.Service, now
+		msg, err := r.Message()
+		if err != nil {
+			continue
+		}
+		telemetry.Inject(j.context(ctx), msg.Metadata)
+		sent[j.cmd.ReplyTo] = append(sent[j.cmd.ReplyTo], msg)
+	}
+	if len(sent) == 0 {
+		return
+	}
+	err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) error {
+		for subject, msgs := range sent {
+			if err := p.outbox.Write(ctx, tx, subject, msgs...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		p.log.WarnContext(ctx, "tell the orchestrator why commands failed", "err", err)
+		return
+	}
+	p.committed(sent)
 }
 
 // single handles j in a transaction of its own.

@@ -111,14 +111,51 @@ func (b *bundle) send(t testing.TB, cmds ...*protocol.Command) {
 	}
 }
 
-// replies reads the test saga's replies from SAGA_REPLIES, from the start of the stream.
+// replies reads the test saga's answers from SAGA_REPLIES, from the start of the stream: every
+// reply but the news of failed handlings (outcome retrying), which news reads.
 func (b *bundle) replies(t testing.TB) <-chan protocol.Reply {
 	t.Helper()
-	return consume(t, b.js, bus.StreamReplies, protocol.ReplySubject(definition), func(m jetstream.Msg) protocol.Reply {
+	answers, _ := b.split(t)
+	return answers
+}
+
+// news reads the news of failed handlings (outcome retrying) from SAGA_REPLIES.
+func (b *bundle) news(t testing.TB) <-chan protocol.Reply {
+	t.Helper()
+	_, news := b.split(t)
+	return news
+}
+
+func (b *bundle) split(t testing.TB) (answers, news <-chan protocol.Reply) {
+	t.Helper()
+	a, n := make(chan protocol.Reply, 1024), make(chan protocol.Reply, 1024)
+	all := consume(t, b.js, bus.StreamReplies, protocol.ReplySubject(definition), func(m jetstream.Msg) protocol.Reply {
 		r, err := protocol.ParseReply(toWatermill(m))
 		require.NoError(t, err)
 		return r
 	})
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		<-stopped
+	})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case r := <-all:
+				if r.Outcome == protocol.OutcomeRetrying {
+					n <- r
+				} else {
+					a <- r
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return a, n
 }
 
 // dead reads the dead-letter stream.
@@ -356,12 +393,19 @@ func TestParticipant(t *testing.T) {
 					return participant.Success(map[string]int32{"call": n}), nil
 				}))
 			})
-			replies := b.replies(t)
+			replies, news := b.split(t)
 			b.send(t, command("s1", "one", "Do", protocol.ActionForward, 1))
 			r := next(t, replies)
 			require.Equal(t, protocol.OutcomeSuccess, r.Outcome)
 			require.JSONEq(t, `{"call":3}`, string(r.Output))
 			require.Equal(t, int32(3), calls.Load())
+			for range 2 { // the orchestrator is told why each failed handling failed
+				n := next(t, news)
+				require.Equal(t, "s1", n.SagaID)
+				require.Equal(t, 1, n.Attempt)
+				require.Equal(t, protocol.ActionForward, n.Action)
+				require.Equal(t, "database of a dependency is down", n.Reason)
+			}
 			require.Equal(t, 1, b.effects(t, "s1", "one", "forward"), "the failed calls' writes were rolled back")
 		})
 	})
@@ -448,12 +492,16 @@ func TestParticipant(t *testing.T) {
 					return participant.Result{}, participant.Reject(errors.New("card network says this order is fraudulent"))
 				}))
 			})
-			dead := b.dead(t)
+			dead, news := b.dead(t), b.news(t)
 			c := command("s1", "one", "Do", protocol.ActionForward, 1)
 			b.send(t, c)
 			m := next(t, dead)
 			require.Equal(t, bus.DLQPrefix+c.Subject(), m.Subject())
 			require.Contains(t, m.Headers().Get(bus.HeaderDLQReason), "fraudulent")
+			n := next(t, news)
+			require.Equal(t, "s1", n.SagaID)
+			require.Contains(t, n.Reason, "dead-lettered: ")
+			require.Contains(t, n.Reason, "fraudulent", "the orchestrator is told why the attempt will time out")
 			require.Equal(t, "1", m.Headers().Get(bus.HeaderDLQDeliveries), "a rejected command is not redelivered")
 			require.Equal(t, int32(1), calls.Load())
 			require.Equal(t, 0, b.effects(t, "s1", "one", "forward"), "the handler's writes are rolled back")

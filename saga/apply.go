@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -85,7 +86,7 @@ func (m *machine) checkEvent() error {
 			if len(ev.Output) > 0 && !json.Valid(ev.Output) {
 				return m.reject(ErrInvalidEvent, "output is not valid JSON")
 			}
-		case OutcomeFailure, OutcomeCancelled:
+		case OutcomeFailure, OutcomeCancelled, OutcomeRetrying:
 		default:
 			return m.reject(ErrInvalidEvent, "unknown outcome "+strconv.Quote(string(ev.Outcome)))
 		}
@@ -185,6 +186,9 @@ func (m *machine) reply() error {
 	if ev.Attempt != sent {
 		return m.reject(ErrStale, "attempt "+strconv.Itoa(sent)+" is the last sent")
 	}
+	if ev.Outcome == OutcomeRetrying {
+		return m.retrying(i)
+	}
 	if compensating && ev.Outcome != OutcomeSuccess && in.Phase == PhaseBackingOff {
 		return m.reject(ErrStale, "attempt already counted as failed")
 	}
@@ -213,6 +217,37 @@ func (m *machine) reply() error {
 	return nil
 }
 
+// retrying records the participant's news that the awaited attempt of step i could not be applied
+// this time: the step's and the saga's LastError say why; the state does not change (the deadline
+// still decides). News of an attempt no longer awaited is stale.
+func (m *machine) retrying(i int) error {
+	if m.in.Phase != PhaseAwaitingReply {
+		return m.reject(ErrStale, "attempt "+strconv.Itoa(m.ev.Attempt)+" is no longer awaited")
+	}
+	m.touch()
+	st := m.stepState(i)
+	what := "attempt "
+	if m.in.Status == StatusCompensating {
+		what = "compensation attempt "
+	}
+	st.LastError = what + strconv.Itoa(m.ev.Attempt) + retryingPrefix + m.ev.Reason
+	m.in.LastError = "step " + strconv.Quote(st.Name) + ": " + st.LastError
+	return nil
+}
+
+// retryingPrefix follows the attempt number in the LastError that news of a handler error leaves.
+const retryingPrefix = ": handler error: "
+
+// timedOut is the LastError of attempt n of a step that timed out, naming the handler's last error
+// for that attempt when the participant reported one.
+func timedOut(what string, n int, prev string) string {
+	s := what + strconv.Itoa(n) + " timed out"
+	if cause, ok := strings.CutPrefix(prev, what+strconv.Itoa(n)+retryingPrefix); ok {
+		s += " (the handler's last error: " + cause + ")"
+	}
+	return s
+}
+
 func (m *machine) deadline() error {
 	in, ev := &m.in, &m.ev
 	if in.Status.Finished() {
@@ -236,7 +271,7 @@ func (m *machine) deadline() error {
 	case in.Phase == PhaseBackingOff:
 		m.sendForward(i)
 	case compensating:
-		m.compensationAttemptFailed(i, "compensation attempt "+strconv.Itoa(ev.Attempt)+" timed out")
+		m.compensationAttemptFailed(i, timedOut("compensation attempt ", ev.Attempt, m.stepState(i).LastError))
 	default:
 		m.forwardTimedOut(i)
 	}
@@ -339,7 +374,7 @@ func (m *machine) forwardFailed(i int) {
 // effect may exist, so the saga must not end compensated.
 func (m *machine) forwardTimedOut(i int) {
 	st := m.stepState(i)
-	st.LastError = "attempt " + strconv.Itoa(m.in.Attempt) + " timed out"
+	st.LastError = timedOut("attempt ", m.in.Attempt, st.LastError)
 	m.in.LastError = "step " + strconv.Quote(st.Name) + ": " + st.LastError
 	policy := &m.def.Steps[i].Retry
 	used := st.Attempts - st.AttemptBase

@@ -910,3 +910,46 @@ func TestLateEffect(t *testing.T) {
 		})
 	}
 }
+
+func retrying(step string, attempt int, reason string) saga.Event {
+	return saga.Event{Kind: saga.EventReply, Step: step, Attempt: attempt, Outcome: saga.OutcomeRetrying, Reason: reason}
+}
+
+// TestApplyRetrying: a participant's news that an awaited attempt failed transiently changes
+// nothing but the last errors, which a timeout of that attempt then names; news of an attempt no
+// longer awaited is stale.
+func TestApplyRetrying(t *testing.T) {
+	t.Parallel()
+	def := testDef()
+	base := drive(t, def, startEv())
+
+	inst, actions, err := saga.Apply(def, base, withTime(retrying("a", 1, "ledger locked")))
+	require.NoError(t, err)
+	require.Empty(t, actions, "news changes no state: nothing is sent, no deadline moves")
+	require.Equal(t, base.Status, inst.Status)
+	require.Equal(t, base.Phase, inst.Phase)
+	require.Equal(t, base.Attempt, inst.Attempt)
+	require.Equal(t, saga.StepRunning, inst.Steps[0].Status)
+	require.Equal(t, "attempt 1: handler error: ledger locked", inst.Steps[0].LastError)
+	require.Equal(t, `step "a": attempt 1: handler error: ledger locked`, inst.LastError)
+
+	inst, _, err = saga.Apply(def, inst, withTime(timeout("a", 1)))
+	require.NoError(t, err)
+	require.Equal(t, "attempt 1 timed out (the handler's last error: ledger locked)", inst.Steps[0].LastError)
+
+	// Backing off before attempt 2: news of attempt 1 is stale, and attempt 2 times out plainly.
+	_, _, err = saga.Apply(def, inst, withTime(retrying("a", 1, "late news")))
+	require.ErrorIs(t, err, saga.ErrStale)
+	inst, _, err = saga.Apply(def, inst, withTime(retryDue("a", 2)))
+	require.NoError(t, err)
+	inst, _, err = saga.Apply(def, inst, withTime(timeout("a", 2)))
+	require.NoError(t, err)
+	require.Contains(t, inst.LastError, "timed out")
+	require.NotContains(t, inst.LastError, "the handler's last error", "attempt 2 had no news")
+}
+
+// withTime gives ev the time and randomness Apply needs.
+func withTime(ev saga.Event) saga.Event {
+	ev.Time, ev.Rand = now, 0.5
+	return ev
+}

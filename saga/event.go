@@ -43,6 +43,11 @@ const (
 	// compensated there (a "hanging" command, DESIGN.md "Exactly once"). A forward step treats it
 	// as a business failure; a compensation as a failed attempt.
 	OutcomeCancelled Outcome = "cancelled"
+	// OutcomeRetrying is not an answer but news: the participant could not apply the awaited
+	// attempt this time (its handler returned a transient error, in Reason, or refused the command
+	// to the dead-letter stream) and the command will be redelivered (or was dead-lettered). Nothing
+	// changes but the step's LastError, so an operator sees why the attempt is slow or timed out.
+	OutcomeRetrying Outcome = "retrying"
 )
 
 // Event is something that happened to a saga, fed to Apply. Time and randomness come inside it, so

@@ -84,6 +84,6 @@ func TestValidateEscapesControlCharacters(t *testing.T) {
 	require.Equal(t, exitFailure, code)
 	require.Empty(t, stdout)
 	require.NotContains(t, stderr, "\x1b")
-	require.Equal(t, []string{f + `:3:1: x\x1b[31mred\nforged: unknown field; expected one of defaults, description, name, steps, trigger, version`,
+	require.Equal(t, []string{f + `:3:1: x\x1b[31mred\nforged: unknown field; expected one of defaults, description, name, pivot, steps, trigger, version`,
 		"1 of 1 files invalid"}, strings.Split(strings.TrimSuffix(stderr, "\n"), "\n"))
 }

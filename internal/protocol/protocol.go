@@ -83,6 +83,10 @@ const (
 	// OutcomeCancelled: the participant refused a forward command because the step was already
 	// compensated there (a command that arrived after its compensation).
 	OutcomeCancelled Outcome = "cancelled"
+	// OutcomeRetrying: news, not an answer — the participant could not apply the attempt this
+	// time (Reason says why: its handler's transient error, or a refusal to the dead-letter
+	// stream). The orchestrator records it as the step's last error and keeps waiting.
+	OutcomeRetrying Outcome = "retrying"
 )
 
 // Command is a command or compensation sent to a participant.
@@ -271,9 +275,9 @@ func ParseReply(m *message.Message) (Reply, error) {
 		errs = append(errs, fmt.Errorf("header %s is %q, want forward or compensate", HeaderAction, r.Action))
 	}
 	switch r.Outcome {
-	case OutcomeSuccess, OutcomeFailure, OutcomeCancelled:
+	case OutcomeSuccess, OutcomeFailure, OutcomeCancelled, OutcomeRetrying:
 	default:
-		errs = append(errs, fmt.Errorf("header %s is %q, want success, failure or cancelled", HeaderOutcome, r.Outcome))
+		errs = append(errs, fmt.Errorf("header %s is %q, want success, failure, cancelled or retrying", HeaderOutcome, r.Outcome))
 	}
 	if len(m.Payload) > 0 {
 		var b replyBody
