@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -92,6 +93,7 @@ type sagaBenchConfig struct {
 	appName     string // application_name prefix of every connection
 	concurrency string // the flag, parsed into levels
 	modesFlag   string // the flag, parsed into modes
+	cpuProfile  string // --cpuprofile: a pprof CPU profile of the whole run
 }
 
 func newBenchSagaCmd() *cobra.Command {
@@ -135,6 +137,17 @@ table of the results go to stderr. docs/benchmarks.md explains the figures.`,
 			if cfg.postgres, err = pgschema.Find(cmd.Context(), cfg.postgres); err != nil {
 				return err
 			}
+			if cfg.cpuProfile != "" {
+				f, err := os.Create(cfg.cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpuprofile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return runSagaBench(cmd.Context(), cfg, cmd.OutOrStdout(), cmd.ErrOrStderr())
 		},
 	}
@@ -144,6 +157,7 @@ table of the results go to stderr. docs/benchmarks.md explains the figures.`,
 	c.Flags().IntVar(&cfg.orders, "orders", 2000, "orders per run (at most 500 at concurrency 1)")
 	c.Flags().IntVar(&cfg.maxDBConns, "max-db-conns", 40, fmt.Sprintf("PostgreSQL connections the bench may use in all (at least %d)", minDBConns))
 	c.Flags().StringVar(&cfg.appName, "application-name", "sagaflow-bench", "application_name prefix of the bench's PostgreSQL connections")
+	c.Flags().StringVar(&cfg.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run (go tool pprof FILE) to this file")
 	return c
 }
 
