@@ -28,6 +28,8 @@ type job struct {
 	span trace.Span
 	// outcome is the reply's outcome, set before done is sent.
 	outcome protocol.Outcome
+	// events are the domain events the handler wrote with Command.Publish in this run.
+	events replies
 	done    chan error // buffered: the batcher never blocks on it
 }
 
@@ -341,11 +343,24 @@ func (p *Participant) run(ctx context.Context, tx *sqlx.Tx, j *job) (res Result,
 	if _, err := tx.ExecContext(ctx, "SAVEPOINT sagaflow_handler"); err != nil {
 		return Result{}, nil, fmt.Errorf("savepoint before handler: %w", err)
 	}
-	res, jobErr = call(j.context(ctx), tx, j.handler, newCommand(j.cmd, j.headers))
+	j.events = nil
+	cmd := newCommand(j.cmd, j.headers)
+	cmd.publish = func(ctx context.Context, tx *sqlx.Tx, subject string, msgs []*message.Message) error {
+		if err := p.outbox.Write(ctx, tx, subject, msgs...); err != nil {
+			return err
+		}
+		if j.events == nil {
+			j.events = replies{}
+		}
+		j.events[subject] = append(j.events[subject], msgs...)
+		return nil
+	}
+	res, jobErr = call(j.context(ctx), tx, j.handler, cmd)
 	if jobErr == nil {
 		jobErr = res.err
 	}
 	if jobErr != nil || res.outcome == protocol.OutcomeFailure {
+		j.events = nil // rolled back with the handler's other writes
 		if _, err := tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT sagaflow_handler"); err != nil {
 			return Result{}, nil, fmt.Errorf("roll back handler of step %s: %w", j.cmd.Step, err)
 		}
@@ -400,6 +415,16 @@ func (p *Participant) replies(ctx context.Context, tx *sqlx.Tx, batch []*job, an
 	for _, s := range subjects {
 		if err := p.outbox.Write(ctx, tx, s, bySubject[s]...); err != nil {
 			return nil, nil, fmt.Errorf("write %d replies to outbox: %w", len(bySubject[s]), err)
+		}
+	}
+	// The domain events the handlers published are in the outbox already; they leave with the
+	// replies once the transaction commits.
+	for i, j := range batch {
+		if answers[i].err != nil {
+			continue
+		}
+		for subject, msgs := range j.events {
+			bySubject[subject] = append(bySubject[subject], msgs...)
 		}
 	}
 	return results, bySubject, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
 
 	"github.com/sagaflow/sagaflow/internal/protocol"
@@ -42,6 +43,21 @@ type Command struct {
 	Data json.RawMessage
 	// Headers are the message's headers as received.
 	Headers map[string]string
+
+	// publish writes domain events to the outbox for Publish; nil outside a participant.
+	publish func(ctx context.Context, tx *sqlx.Tx, subject string, msgs []*message.Message) error
+}
+
+// Publish writes msgs (domain events, for example to events.order.created) to the service's outbox
+// in tx, the handler's transaction: they go out exactly once, published at once after the
+// transaction commits, and never if the handler fails, answers Failure or the transaction rolls
+// back. Message ids (UUIDs) left empty are assigned (UUIDv7); the handler's trace context is added.
+// Outside a running participant (a handler called by a test) it returns ErrNoParticipant.
+func (c Command) Publish(ctx context.Context, tx *sqlx.Tx, subject string, msgs ...*message.Message) error {
+	if c.publish == nil {
+		return ErrNoParticipant
+	}
+	return c.publish(ctx, tx, subject, msgs)
 }
 
 // sagaData is the shape of Command.Data.

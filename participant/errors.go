@@ -49,3 +49,7 @@ func (e *RejectError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrRejected) true.
 func (e *RejectError) Is(target error) bool { return target == ErrRejected }
+
+// ErrNoParticipant is returned by Command.Publish on a Command that no participant delivered (a
+// handler called directly, in a test).
+var ErrNoParticipant = errors.New("command not delivered by a participant")

@@ -534,6 +534,48 @@ func TestParticipant(t *testing.T) {
 		require.Equal(t, 0, rows, "nothing was written for the forged reply subjects")
 	})
 
+	t.Run("PublishedEventsLeaveOnlyWithTheirCommit", func(t *testing.T) {
+		t.Parallel()
+		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+			b := setup(t, db)
+			b.participant(t, participant.Config{Relay: &outbox.RelayConfig{ClaimDelay: time.Hour}}, func(p *participant.Participant) {
+				p.Handle("Do", func(ctx context.Context, tx *sqlx.Tx, cmd participant.Command) (participant.Result, error) {
+					ev := message.NewMessage("", []byte(`{"saga":"`+cmd.SagaID+`"}`))
+					if err := cmd.Publish(ctx, tx, "events.test."+cmd.SagaID, ev); err != nil {
+						return participant.Result{}, err
+					}
+					if cmd.SagaID == "declined" {
+						return participant.Failure("declined"), nil // the event is rolled back with it
+					}
+					return participant.Success(nil), nil
+				})
+			})
+			replies := b.replies(t)
+			events := consume(t, b.js, bus.StreamEvents, "events.test.>", func(m jetstream.Msg) string { return m.Subject() })
+			b.send(t, command("declined", "one", "Do", protocol.ActionForward, 1))
+			require.Equal(t, protocol.OutcomeFailure, next(t, replies).Outcome)
+			b.send(t, command("ok", "one", "Do", protocol.ActionForward, 1))
+			require.Equal(t, protocol.OutcomeSuccess, next(t, replies).Outcome)
+			// Published from memory after the commit (the relay's claim waits an hour): only the
+			// committed event, and its row is gone once JetStream has it.
+			require.Equal(t, "events.test.ok", next(t, events))
+			require.Eventually(t, func() bool {
+				var n int
+				return db.GetContext(t.Context(), &n, `SELECT COUNT(*) FROM sagaflow_outbox`) == nil && n == 0
+			}, time.Minute, 10*time.Millisecond, "nothing left in the outbox: the declined handler's event was rolled back")
+			select {
+			case s := <-events:
+				t.Fatalf("the rolled-back event was published: %s", s)
+			default:
+			}
+		})
+	})
+
+	t.Run("PublishOutsideAParticipant", func(t *testing.T) {
+		t.Parallel()
+		require.ErrorIs(t, participant.Command{}.Publish(t.Context(), nil, "events.x.y"), participant.ErrNoParticipant)
+	})
+
 	t.Run("ReplicasShareWorkEffectsOnce", func(t *testing.T) {
 		t.Parallel()
 		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
