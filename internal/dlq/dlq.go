@@ -152,25 +152,27 @@ func (q *Queue) List(ctx context.Context, p ListParams) (Page, error) {
 	if limit == 0 {
 		limit = DefaultLimit
 	}
-	// Keep the newest limit+1 matches: the extra one says there is a next page.
-	var kept []Message
+	// Keep the newest limit+1 matches in a ring: the extra one says there is a next page.
+	ring := make([]Message, 0, limit+1)
+	n := 0 // matches seen; the newest is ring[(n-1)%len(ring)]
 	err := q.scan(ctx, p, func(m Message) bool {
-		kept = append(kept, preview(m))
-		if len(kept) > limit+1 {
-			kept = append(kept[:0], kept[1:]...)
+		if len(ring) < limit+1 {
+			ring = append(ring, preview(m))
+		} else {
+			ring[n%len(ring)] = preview(m)
 		}
+		n++
 		return true
 	})
 	if err != nil {
 		return Page{}, err
 	}
-	page := Page{Messages: make([]Message, 0, limit)}
-	if len(kept) > limit {
-		kept = kept[1:]
-		page.Next = kept[0].Seq
+	page := Page{Messages: make([]Message, 0, min(n, limit))}
+	for i := n - 1; i >= n-len(ring) && len(page.Messages) < limit; i-- {
+		page.Messages = append(page.Messages, ring[i%len(ring)])
 	}
-	for i := len(kept) - 1; i >= 0; i-- {
-		page.Messages = append(page.Messages, kept[i])
+	if n > limit {
+		page.Next = page.Messages[limit-1].Seq
 	}
 	return page, nil
 }

@@ -6,10 +6,8 @@ import (
 	"go.uber.org/goleak"
 )
 
-// TestMain fails the package's tests if a goroutine outlives them (the test participants must stop).
+// TestMain fails the package's tests if a goroutine outlives them (the scans' consumers, the test
+// participants and their relays must all stop).
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// modernc.org/sqlite's and database/sql's pool goroutines of a closed test database.
-		goleak.IgnoreTopFunction("database/sql.(*DB).connectionOpener"),
-	)
+	goleak.VerifyTestMain(m)
 }
