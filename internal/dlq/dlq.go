@@ -177,7 +177,7 @@ func (q *Queue) List(ctx context.Context, p ListParams) (Page, error) {
 	return page, nil
 }
 
-// Match returns the sequences of the messages matching p (p.Before and p.Limit apply as in List),
+// Match returns the sequences of the messages matching p (p.Before applies as in List, p.Limit not),
 // oldest first, at most max of them, and whether more matched.
 func (q *Queue) Match(ctx context.Context, p ListParams, max int) ([]uint64, bool, error) {
 	if err := p.validate(); err != nil {
