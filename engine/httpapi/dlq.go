@@ -19,7 +19,7 @@ import (
 type DLQ interface {
 	List(ctx context.Context, p dlq.ListParams) (dlq.Page, error)
 	Get(ctx context.Context, seq uint64) (*dlq.Message, error)
-	Match(ctx context.Context, p dlq.ListParams, max int) ([]uint64, bool, error)
+	Match(ctx context.Context, p dlq.ListParams, most int) ([]uint64, bool, error)
 	Replay(ctx context.Context, seqs []uint64, opts dlq.ChangeOpts) ([]dlq.Changed, error)
 	Purge(ctx context.Context, seqs []uint64, opts dlq.ChangeOpts) ([]dlq.Changed, error)
 }

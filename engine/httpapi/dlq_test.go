@@ -164,7 +164,9 @@ func TestDLQAPI(t *testing.T) {
 		status, _ = apiStatus(t, err)
 		require.Equal(t, http.StatusBadRequest, status)
 		for _, path := range []string{"/v1/dlq/abc", "/v1/dlq/0", "/v1/dlq?before=x"} {
-			resp, err := http.Get(b.url + path) //nolint:noctx // a test's one-off request
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, b.url+path, nil)
+			require.NoError(t, err)
+			resp, err := http.DefaultClient.Do(req)
 			require.NoError(t, err)
 			require.NoError(t, resp.Body.Close())
 			require.Equal(t, http.StatusBadRequest, resp.StatusCode, path)

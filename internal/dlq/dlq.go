@@ -178,15 +178,15 @@ func (q *Queue) List(ctx context.Context, p ListParams) (Page, error) {
 }
 
 // Match returns the sequences of the messages matching p (p.Before applies as in List, p.Limit not),
-// oldest first, at most max of them, and whether more matched.
-func (q *Queue) Match(ctx context.Context, p ListParams, max int) ([]uint64, bool, error) {
+// oldest first, at most most of them, and whether more matched.
+func (q *Queue) Match(ctx context.Context, p ListParams, most int) ([]uint64, bool, error) {
 	if err := p.validate(); err != nil {
 		return nil, false, err
 	}
 	var seqs []uint64
 	more := false
 	err := q.scan(ctx, p, func(m Message) bool {
-		if len(seqs) == max {
+		if len(seqs) == most {
 			more = true
 			return false
 		}
