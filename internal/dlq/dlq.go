@@ -178,7 +178,7 @@ func (q *Queue) List(ctx context.Context, p ListParams) (Page, error) {
 }
 
 // Match returns the sequences of the messages matching p (p.Before applies as in List, p.Limit not),
-// oldest first, at most most of them, and whether more matched.
+// oldest first, no more than most of them, and whether more matched.
 func (q *Queue) Match(ctx context.Context, p ListParams, most int) ([]uint64, bool, error) {
 	if err := p.validate(); err != nil {
 		return nil, false, err
