@@ -15,10 +15,21 @@
 //	GET  /v1/definitions                → {"definitions":[...]}
 //	GET  /healthz                       → {"status":"ok"} while the process serves (liveness)
 //	GET  /readyz                        → 200 {"status":"ready"}, or 503 {"status":"not ready","not_ready":{"<check>":"<reason>"}}
+//	GET  /v1/dlq?subject=&reason=&saga_id=&since=&older_than=&before=&limit=   → {"messages":[...],"next":<seq>} newest first
+//	GET  /v1/dlq/{seq}                  → one dead letter whole, with headers
+//	POST /v1/dlq/replay                 {"seqs":[...] or "filter":{...},"reason","dry_run"} → {"dry_run","messages":[...],"more"}
+//	POST /v1/dlq/purge                  same body and answer
+//
+// The /v1/dlq routes (DLQHandler, over internal/dlq) read and change the dead-letter stream
+// SAGA_DLQ; the node mounts them beside NewHandler's, as it does /readyz, since they need the bus.
+// A replay republishes each message to its original subject with a new Nats-Msg-Id and
+// Sagaflow-Replayed-* headers, then deletes it from SAGA_DLQ; a replay or purge needs a reason and
+// writes one audit log line (docs/observability.md, "Dead letters").
 //
 // /readyz is served by the node (internal/server) with ReadyHandler: the database answers, the NATS
 // connection is up, and Sagaflow's streams exist (docs/observability.md).
 //
-// The actor recorded in history for start, cancel, redrive and resolve is the X-Sagaflow-Actor request
-// header, or "api" when it is absent.
+// The actor recorded in history for start, cancel, redrive and resolve, and in the audit line and
+// headers of a dead-letter replay or purge, is the X-Sagaflow-Actor request header, or "api" when
+// it is absent.
 package httpapi

@@ -1,5 +1,6 @@
 // Package server wires Sagaflow's components into running processes: an orchestrator node (the
-// engine, the outbox relay of its database and the HTTP API) and a participant node (a service's
+// engine, the outbox relay of its database and the HTTP API, with the dead-letter routes over its
+// JetStream) and a participant node (a service's
 // participant and the relay of the service's database). "sagaflow serve", "sagaflow dev" and the
 // end-to-end tests all run these, so what the tests prove is what ships.
 package server
@@ -26,6 +27,7 @@ import (
 	"github.com/sagaflow/sagaflow/engine"
 	"github.com/sagaflow/sagaflow/engine/httpapi"
 	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/dlq"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/participant"
 )
@@ -187,6 +189,9 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		mux.Handle("GET /readyz", httpapi.ReadyHandler(ReadyChecks(n.cfg.DB, n.cfg.NATS, n.js)...))
 		mux.Handle("/", httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger))
+		dlqAPI := httpapi.DLQHandler(dlq.New(n.js, dlq.Config{Logger: n.cfg.Logger}), n.cfg.Logger)
+		mux.Handle("/v1/dlq", dlqAPI)
+		mux.Handle("/v1/dlq/", dlqAPI)
 		srv := &http.Server{
 			Handler:           mux,
 			ReadHeaderTimeout: 10 * time.Second,
