@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagaflow/sagaflow/internal/server"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
 )
 
@@ -137,7 +138,7 @@ func serveMetrics(addr string, o *observability, health http.Handler) (stop func
 	if health != nil {
 		mux.Handle("/", health)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := server.NewHTTPServer(mux, server.HTTPLimits{})
 	go func() { _ = srv.Serve(ln) }()
 	return func() { _ = srv.Close() }, nil
 }

@@ -50,6 +50,8 @@ type Config struct {
 	Relay bool
 	// HTTPAddr is where the API listens ("127.0.0.1:8080"); empty: no API.
 	HTTPAddr string
+	// HTTPLimits bounds the API's connections (timeouts, header size); zero: the defaults.
+	HTTPLimits HTTPLimits
 	// Streams configures the JetStream streams, created or updated at start.
 	Streams bus.StreamsConfig
 	// Engine tunes the engine; its DB, JetStream, Definitions, Logger, ListenDSN and OnCommit are
@@ -192,10 +194,7 @@ func (n *Node) Run(ctx context.Context) error {
 		dlqAPI := httpapi.DLQHandler(dlq.New(n.js, dlq.Config{Logger: n.cfg.Logger}), n.cfg.Logger)
 		mux.Handle("/v1/dlq", dlqAPI)
 		mux.Handle("/v1/dlq/", dlqAPI)
-		srv := &http.Server{
-			Handler:           mux,
-			ReadHeaderTimeout: 10 * time.Second,
-		}
+		srv := NewHTTPServer(mux, n.cfg.HTTPLimits)
 		g.Go(func() error {
 			if err := srv.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http api: %w", err)
