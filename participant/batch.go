@@ -30,7 +30,7 @@ type job struct {
 	outcome protocol.Outcome
 	// events are the domain events the handler wrote with Command.Publish in this run.
 	events replies
-	done    chan error // buffered: the batcher never blocks on it
+	done   chan error // buffered: the batcher never blocks on it
 }
 
 // traceID is the trace id of j's span, for logs.
