@@ -181,3 +181,27 @@ func TestAPIRejectsMalformedBodies(t *testing.T) {
 		}
 	})
 }
+
+// TestRouteMissesAreJSON: a path no route takes answers 404 and a route's path with another
+// method 405 with Allow, both as the API's JSON error.
+func TestRouteMissesAreJSON(t *testing.T) {
+	t.Parallel()
+	h := httpapi.NewHandler(nil, nil, nil)
+	for _, tt := range []struct {
+		method, path, code string
+		status             int
+	}{
+		{http.MethodGet, "/v1/nope", "not_found", http.StatusNotFound},
+		{http.MethodDelete, "/v1/sagas", "method_not_allowed", http.StatusMethodNotAllowed},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), tt.method, tt.path, nil))
+		require.Equal(t, tt.status, rec.Code)
+		var e httpapi.Error
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &e), rec.Body.String())
+		require.Equal(t, tt.code, e.Code)
+		if tt.status == http.StatusMethodNotAllowed {
+			require.Contains(t, rec.Header().Get("Allow"), http.MethodGet)
+		}
+	}
+}

@@ -93,8 +93,41 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation(e.Resolve))
 	mux.HandleFunc("GET /v1/definitions", h.definitions)
 	mux.Handle("GET /healthz", HealthHandler())
-	return mux
+	return jsonMisses(mux)
 }
+
+// jsonMisses answers a request no route takes (an unknown path: 404; a known path with another
+// method: 405, with Allow) with the API's JSON error instead of ServeMux's plain text.
+func jsonMisses(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		probe := &statusProbe{header: http.Header{}} // ServeMux decides between 404 and 405 and sets Allow
+		mux.ServeHTTP(probe, r)
+		if allow := probe.Header().Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		code := "not_found"
+		msg := fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)
+		if probe.Code == http.StatusMethodNotAllowed {
+			code, msg = "method_not_allowed", fmt.Sprintf("%s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, probe.Header().Get("Allow"))
+		}
+		writeJSON(w, probe.Code, Error{Message: msg, Code: code})
+	})
+}
+
+// statusProbe keeps the status and headers ServeMux gives a request no route takes, and drops its
+// plain-text body.
+type statusProbe struct {
+	header http.Header
+	Code   int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(code int)        { p.Code = code }
 
 type handler struct {
 	e    Engine
