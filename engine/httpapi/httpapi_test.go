@@ -15,6 +15,7 @@ import (
 	"github.com/sagaflow/sagaflow/engine"
 	"github.com/sagaflow/sagaflow/engine/httpapi"
 	"github.com/sagaflow/sagaflow/internal/dbtest"
+	"github.com/sagaflow/sagaflow/internal/sqlitetest"
 	"github.com/sagaflow/sagaflow/saga"
 )
 
@@ -186,7 +187,11 @@ func TestAPIRejectsMalformedBodies(t *testing.T) {
 // method 405 with Allow, both as the API's JSON error.
 func TestRouteMissesAreJSON(t *testing.T) {
 	t.Parallel()
-	h := httpapi.NewHandler(nil, nil, nil)
+	db := sqlitetest.New(t)
+	require.NoError(t, engine.Migrate(t.Context(), db))
+	e, err := engine.New(engine.Config{DB: db, Definitions: definitions.NewRegistry()})
+	require.NoError(t, err)
+	h := httpapi.NewHandler(e, nil, nil)
 	for _, tt := range []struct {
 		method, path, code string
 		status             int
