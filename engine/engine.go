@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
@@ -33,6 +34,14 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 		return err
 	}
 	return nil
+}
+
+// CheckMigrations returns nil when every migration Migrate would apply (the outbox's and the
+// engine's) is applied to db, and otherwise an error matching outbox.ErrMigrationsPending naming
+// the pending files. It reads only, for an orchestrator running as a role without DDL rights
+// ("sagaflow serve --migrate=false").
+func CheckMigrations(ctx context.Context, db *sqlx.DB) error {
+	return errors.Join(outbox.CheckMigrations(ctx, db), migrate.Check(ctx, db, map[string]fs.FS{"engine": migrations}))
 }
 
 // Engine runs saga instances: it starts them, applies replies, deadlines and operator requests to

@@ -6,6 +6,7 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"slices"
@@ -42,6 +43,13 @@ func Migrate(ctx context.Context, db *sqlx.DB) error {
 		return err
 	}
 	return nil
+}
+
+// CheckMigrations returns nil when every migration Migrate would apply (the outbox's and the
+// barrier's) is applied to db, and otherwise an error matching outbox.ErrMigrationsPending naming
+// the pending files. It reads only, for a service running as a role without DDL rights.
+func CheckMigrations(ctx context.Context, db *sqlx.DB) error {
+	return errors.Join(outbox.CheckMigrations(ctx, db), migrate.Check(ctx, db, map[string]fs.FS{"participant": migrations}))
 }
 
 // Participant receives a service's saga commands from JetStream and runs them through the

@@ -145,6 +145,8 @@ environment variable.`,
 				if err := engine.Migrate(ctx, db); err != nil {
 					return fmt.Errorf("migrate: %w", err)
 				}
+			} else if err := engine.CheckMigrations(ctx, db); err != nil {
+				return fmt.Errorf("--migrate=false: %w", err)
 			}
 			nc, err := connectNATS(f.nats, "sagaflow-serve", logger)
 			if err != nil {
@@ -169,7 +171,7 @@ environment variable.`,
 	c.Flags().StringVar(&defsDir, "definitions", "", "directory of definition files (*.yaml, *.yml, *.json) (required)")
 	c.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API; empty to serve none")
 	c.Flags().BoolVar(&relay, "relay", true, "relay the outbox to JetStream in this process (or run sagaflow relay)")
-	c.Flags().BoolVar(&migrate, "migrate", true, "apply database migrations at start")
+	c.Flags().BoolVar(&migrate, "migrate", true, "apply database migrations at start; false: only check they are applied (for a role without DDL rights, see docs/security.md)")
 	c.Flags().IntVar(&streams.Replicas, "stream-replicas", 1, "replicas of each JetStream stream (3 on a NATS cluster)")
 	c.Flags().DurationVar(&streams.Duplicates, "duplicate-window", 2*time.Minute, "JetStream duplicate window of the streams")
 	c.Flags().IntVar(&replyBatch, "reply-batch", 64, "most replies applied in one transaction")
@@ -181,6 +183,7 @@ environment variable.`,
 func newRelayCmd() *cobra.Command {
 	var f serverFlags
 	var batch int
+	var relayMigrate bool
 	var retention time.Duration
 	var metricsAddr, name string
 	var tf traceFlags
@@ -214,8 +217,12 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 				return err
 			}
 			defer db.Close()
-			if err := outbox.Migrate(ctx, db); err != nil {
-				return fmt.Errorf("migrate outbox: %w", err)
+			if relayMigrate {
+				if err := outbox.Migrate(ctx, db); err != nil {
+					return fmt.Errorf("migrate outbox: %w", err)
+				}
+			} else if err := outbox.CheckMigrations(ctx, db); err != nil {
+				return fmt.Errorf("--migrate=false: %w", err)
 			}
 			nc, err := connectNATS(f.nats, "sagaflow-relay", logger)
 			if err != nil {
@@ -243,6 +250,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 	}
 	f.register(c, true)
 	c.Flags().IntVar(&batch, "batch", 0, "rows claimed and published per batch (0: the relay's default)")
+	c.Flags().BoolVar(&relayMigrate, "migrate", true, "create the outbox tables at start; false: only check they exist (for a role without DDL rights)")
 	c.Flags().DurationVar(&retention, "retention", 0, "keep published rows this long (0: delete at once)")
 	c.Flags().StringVar(&name, "name", "outbox", "name of this outbox in metrics (the \"outbox\" label) and logs")
 	c.Flags().StringVar(&metricsAddr, "metrics", "", "address to serve Prometheus metrics at /metrics, and /healthz and /readyz (e.g. 0.0.0.0:9464); empty: none")

@@ -16,6 +16,7 @@ package migrate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"path"
@@ -25,6 +26,7 @@ import (
 	"strings"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/lib/pq"
 
 	"github.com/sagaflow/sagaflow/internal/sqldb"
 )
@@ -160,3 +162,67 @@ func applyOne(ctx context.Context, conn *sqlx.Conn, db *sqlx.DB, component strin
 	}
 	return nil
 }
+
+// Pending returns the migrations of component in fsys that db has not recorded, in version order,
+// changing nothing: a role that may only read and write rows (no DDL) can call it, so a process
+// started without migrating can refuse to run on an outdated schema. A database without the
+// migrations table has every migration pending.
+func Pending(ctx context.Context, db *sqlx.DB, component string, fsys fs.FS) ([]File, error) {
+	files, err := Files(fsys, sqldb.DialectOf(db))
+	if err != nil {
+		return nil, fmt.Errorf("migrations of %s: %w", component, err)
+	}
+	var applied []int
+	err = db.SelectContext(ctx, &applied, db.Rebind(`SELECT version FROM sagaflow_migrations WHERE component = ?`), component)
+	if err != nil && !missingTable(err) {
+		return nil, fmt.Errorf("migrations of %s: read applied versions: %w", component, err)
+	}
+	done := map[int]bool{}
+	for _, v := range applied {
+		done[v] = true
+	}
+	var pending []File
+	for _, f := range files {
+		if !done[f.Version] {
+			pending = append(pending, f)
+		}
+	}
+	return pending, nil
+}
+
+// missingTable reports whether err says the migrations table does not exist (PostgreSQL's
+// undefined_table, SQLite's "no such table").
+func missingTable(err error) bool {
+	if pqErr, ok := errors.AsType[*pq.Error](err); ok {
+		return pqErr.Code == "42P01"
+	}
+	return strings.Contains(err.Error(), "no such table")
+}
+
+// Check returns nil when every migration of each component is recorded in db, and otherwise an
+// error naming the pending files (component/NNNN_name.sql) and the command that applies them.
+func Check(ctx context.Context, db *sqlx.DB, components map[string]fs.FS) error {
+	var pending []string
+	names := make([]string, 0, len(components))
+	for c := range components {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	for _, c := range names {
+		files, err := Pending(ctx, db, c, components[c])
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			pending = append(pending, fmt.Sprintf("%s/%04d_%s.sql", c, f.Version, f.Name))
+		}
+	}
+	if len(pending) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s; apply them with \"sagaflow migrate\" (or the package's Migrate) as a role that owns the schema",
+		ErrPending, strings.Join(pending, ", "))
+}
+
+// ErrPending is matched by Check's error: the database schema is behind the code.
+var ErrPending = errors.New("database migrations pending")
