@@ -47,6 +47,8 @@ type Engine struct {
 	timers  *timers
 	waiters waiters
 	ins     *instruments
+	// retention counts what retention deletes.
+	retention *retentionInstruments
 }
 
 // New returns an Engine for cfg. It reports every problem of cfg at once.
@@ -60,14 +62,19 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	ret, err := newRetentionInstruments(cfg.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
-		ins:    ins,
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "engine"),
-		store:  newStore(dialect),
-		outbox: cfg.Outbox,
-		inbox:  outbox.NewInbox(cfg.DB, cfg.ReplyConsumer),
-		timers: newTimers(),
+		retention: ret,
+		ins:       ins,
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "engine"),
+		store:     newStore(dialect),
+		outbox:    cfg.Outbox,
+		inbox:     outbox.NewInbox(cfg.DB, cfg.ReplyConsumer),
+		timers:    newTimers(),
 	}
 	if e.outbox == nil {
 		e.outbox = outbox.NewWriter(cfg.DB, nil)

@@ -101,6 +101,7 @@ func newServeCmd() *cobra.Command {
 	var relay, migrate bool
 	var streams bus.StreamsConfig
 	var replyBatch int
+	var retention, inboxRetention time.Duration
 	var tf traceFlags
 	c := &cobra.Command{
 		Use:   "serve",
@@ -154,7 +155,7 @@ environment variable.`,
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
 				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Streams: streams,
-				Engine: engine.Config{ReplyBatch: replyBatch}, Logger: logger,
+				Engine: engine.Config{ReplyBatch: replyBatch, Retention: retention, InboxRetention: inboxRetention}, Logger: logger,
 				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
 				MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 			})
@@ -173,6 +174,8 @@ environment variable.`,
 	c.Flags().IntVar(&streams.Replicas, "stream-replicas", 1, "replicas of each JetStream stream (3 on a NATS cluster)")
 	c.Flags().DurationVar(&streams.Duplicates, "duplicate-window", 2*time.Minute, "JetStream duplicate window of the streams")
 	c.Flags().IntVar(&replyBatch, "reply-batch", 64, "most replies applied in one transaction")
+	c.Flags().DurationVar(&retention, "retention", 720*time.Hour, "delete completed and compensated sagas and their history this long after they finished (0: keep forever)")
+	c.Flags().DurationVar(&inboxRetention, "inbox-retention", engine.DefaultInboxRetention, "keep the ids of applied replies this long, to drop duplicates")
 	tf.register(c, telemetry.TracesAuto, false)
 	bindEnv(c)
 	return c
