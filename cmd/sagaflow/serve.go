@@ -23,14 +23,17 @@ import (
 
 // serverFlags are the flags of the commands that connect to a database and the bus.
 type serverFlags struct {
-	db        string
-	nats      string
-	logFormat string
-	logLevel  string
+	db string
+	// dbMaxConns bounds the PostgreSQL pool (open and idle connections).
+	dbMaxConns int
+	nats       string
+	logFormat  string
+	logLevel   string
 }
 
 func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
 	c.Flags().StringVar(&f.db, "db", "", "database URL: postgres://user@host/db?sslmode=disable or sqlite:PATH (required)")
+	c.Flags().IntVar(&f.dbMaxConns, "db-max-conns", DefaultDBMaxConns, "most open PostgreSQL connections of this process (idle ones kept up to the same number); SQLite always uses 4")
 	if needNATS {
 		c.Flags().StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URLs, comma-separated")
 	}
@@ -41,6 +44,9 @@ func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
 func (f *serverFlags) check() error {
 	if f.db == "" {
 		return usageError{fmt.Errorf("--db (or $SAGAFLOW_DB) is required")}
+	}
+	if f.dbMaxConns < 1 {
+		return usageError{fmt.Errorf("--db-max-conns %d: must be at least 1", f.dbMaxConns)}
 	}
 	if f.logFormat != "json" && f.logFormat != "text" {
 		return usageError{fmt.Errorf("--log-format %q: want json or text", f.logFormat)}
@@ -87,10 +93,22 @@ func connectNATS(urls, name string, logger *slog.Logger) (*nats.Conn, error) {
 	return nc, nil
 }
 
-func openDB(ctx context.Context, url string) (*sqlx.DB, error) {
+// DefaultDBMaxConns is --db-max-conns' default: enough for a node's concurrent work (reply
+// batches, timers, the relay, retention, the HTTP API) while six processes stay inside
+// PostgreSQL's default max_connections of 100.
+const DefaultDBMaxConns = 16
+
+// openDB opens the database at url; on PostgreSQL the pool holds at most maxConns connections, and
+// keeps as many idle (so a busy node does not reconnect between bursts). SQLite keeps sqldb.Open's
+// pool of 4 (one writer at a time is all it allows).
+func openDB(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
 	db, err := sqldb.Open(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", sqldb.Redact(url), err)
+	}
+	if sqldb.DialectOf(db) == sqldb.Postgres {
+		db.SetMaxOpenConns(maxConns)
+		db.SetMaxIdleConns(maxConns)
 	}
 	return db, nil
 }
@@ -137,7 +155,7 @@ environment variable.`,
 			if err := reg.LoadDir(defsDir); err != nil {
 				return fmt.Errorf("load definitions: %w", err)
 			}
-			db, err := openDB(ctx, f.db)
+			db, err := openDB(ctx, f.db, f.dbMaxConns)
 			if err != nil {
 				return err
 			}
@@ -212,7 +230,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 				return err
 			}
 			defer obs.shutdown()
-			db, err := openDB(ctx, f.db)
+			db, err := openDB(ctx, f.db, f.dbMaxConns)
 			if err != nil {
 				return err
 			}
@@ -264,7 +282,7 @@ func newMigrateCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error { return f.check() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := openDB(cmd.Context(), f.db)
+			db, err := openDB(cmd.Context(), f.db, f.dbMaxConns)
 			if err != nil {
 				return err
 			}
