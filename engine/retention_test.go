@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"testing"
 	"time"
 
@@ -8,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/internal/dbtest"
+	"github.com/sagaflow/sagaflow/internal/pgtest"
 	"github.com/sagaflow/sagaflow/internal/protocol"
 	"github.com/sagaflow/sagaflow/saga"
 )
@@ -143,4 +145,30 @@ func errString(err error) string {
 		return ""
 	}
 	return err.Error()
+}
+
+// TestRetentionRunsInRun: Engine.Run runs the retention loop: a saga finished longer ago than
+// Retention disappears while Run runs, a running one stays.
+func TestRetentionRunsInRun(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	c := newClock()
+	e := newEngine(t, pgtest.New(t), Config{
+		JetStream: w.js, Definitions: registry(t, orderDefinition(t, "order", time.Hour)), Now: c.Now,
+		Rand: func() float64 { return 0.5 }, Retention: 24 * time.Hour, RetentionInterval: 20 * time.Millisecond,
+	})
+	done, err := e.Start(t.Context(), "order", "done", nil, StartOptions{})
+	require.NoError(t, err)
+	require.NoError(t, applyReplies(t, e, reply(done, "order", "create-order", 1, false, protocol.OutcomeFailure, ``))[0])
+	require.Equal(t, saga.StatusCompensated, get(t, e, done).Status)
+	running, err := e.Start(t.Context(), "order", "running", nil, StartOptions{})
+	require.NoError(t, err)
+
+	run(t, "engine", e.Run)
+	c.Advance(25 * time.Hour)
+	eventually(t, "the finished saga is deleted", func() bool {
+		_, err := e.Get(t.Context(), done)
+		return errors.Is(err, ErrNotFound)
+	})
+	require.Equal(t, saga.StatusRunning, get(t, e, running).Status)
 }
