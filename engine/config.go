@@ -80,6 +80,19 @@ type Config struct {
 	// would exceed it with a *LimitError. Default and maximum NATSMaxHeaderBytes (64 KiB), what
 	// JetStream stores.
 	MaxHeaderBytes int
+	// Retention deletes completed and compensated sagas, with their history, this long after they
+	// finished (failed sagas and sagas in the operator's queue are kept). Zero keeps every saga
+	// forever: a library never deletes data it was not asked to (sagaflow serve sets 720h). When
+	// set it must be at least InboxRetention. See retention.go for what is safe to delete.
+	Retention time.Duration
+	// RetentionBatch is the most sagas deleted in one transaction. Default 500.
+	RetentionBatch int
+	// RetentionInterval is the pause between retention passes. Default 1m.
+	RetentionInterval time.Duration
+	// InboxRetention is how long the inbox keeps the id of an applied reply, to drop duplicates.
+	// Default DefaultInboxRetention (24h); at least MaxDeliver × 30s (AckWait) + 2m (the replies
+	// stream's duplicate window), the latest a duplicate can be delivered.
+	InboxRetention time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -122,6 +135,15 @@ func (c Config) withDefaults() Config {
 	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = NATSMaxHeaderBytes
 	}
+	if c.RetentionBatch == 0 {
+		c.RetentionBatch = 500
+	}
+	if c.RetentionInterval == 0 {
+		c.RetentionInterval = time.Minute
+	}
+	if c.InboxRetention == 0 {
+		c.InboxRetention = DefaultInboxRetention
+	}
 	return c
 }
 
@@ -150,6 +172,20 @@ func (c Config) validate() error {
 	}
 	if c.MaxHeaderBytes < 1 || c.MaxHeaderBytes > NATSMaxHeaderBytes {
 		errs = append(errs, fmt.Errorf("engine config: MaxHeaderBytes must be 1..%d (NATS's header limit)", NATSMaxHeaderBytes))
+	}
+	if c.RetentionBatch < 1 {
+		errs = append(errs, errors.New("engine config: RetentionBatch must be >= 1"))
+	}
+	if c.RetentionInterval < 0 {
+		errs = append(errs, errors.New("engine config: RetentionInterval must not be negative"))
+	}
+	if minInbox := minInboxRetention(c.MaxDeliver); c.InboxRetention < minInbox {
+		errs = append(errs, fmt.Errorf("engine config: InboxRetention %s must be at least %s (MaxDeliver × AckWait + the duplicate window)", c.InboxRetention, minInbox))
+	}
+	if c.Retention < 0 {
+		errs = append(errs, errors.New("engine config: Retention must not be negative (0 keeps sagas forever)"))
+	} else if c.Retention > 0 && c.Retention < c.InboxRetention {
+		errs = append(errs, fmt.Errorf("engine config: Retention %s must be 0 (forever) or at least InboxRetention %s", c.Retention, c.InboxRetention))
 	}
 	return errors.Join(errs...)
 }

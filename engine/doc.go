@@ -64,4 +64,12 @@
 //     is dropped by JetStream's duplicate window.
 //   - Every unfinished instance has a deadline, so none waits forever on a lost message.
 //   - Commands carry a W3C traceparent whose trace id is the instance's TraceID.
+//
+// # Retention
+//
+// Run also prunes, every Config.RetentionInterval: completed and compensated sagas with their
+// history Config.Retention after they finished (0, the default, keeps them; failed sagas and
+// sagas in the operator's queue are always kept), and the reply inbox after
+// Config.InboxRetention, beyond the latest a duplicate reply can arrive. See retention.go and
+// docs/engine.md ("Retention") for why each horizon is safe.
 package engine

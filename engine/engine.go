@@ -56,6 +56,8 @@ type Engine struct {
 	timers  *timers
 	waiters waiters
 	ins     *instruments
+	// retention counts what retention deletes.
+	retention *retentionInstruments
 }
 
 // New returns an Engine for cfg. It reports every problem of cfg at once.
@@ -69,14 +71,19 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
+	ret, err := newRetentionInstruments(cfg.MeterProvider)
+	if err != nil {
+		return nil, err
+	}
 	e := &Engine{
-		ins:    ins,
-		cfg:    cfg,
-		log:    cfg.Logger.With("component", "engine"),
-		store:  newStore(dialect),
-		outbox: cfg.Outbox,
-		inbox:  outbox.NewInbox(cfg.DB, cfg.ReplyConsumer),
-		timers: newTimers(),
+		retention: ret,
+		ins:       ins,
+		cfg:       cfg,
+		log:       cfg.Logger.With("component", "engine"),
+		store:     newStore(dialect),
+		outbox:    cfg.Outbox,
+		inbox:     outbox.NewInbox(cfg.DB, cfg.ReplyConsumer),
+		timers:    newTimers(),
 	}
 	if e.outbox == nil {
 		e.outbox = outbox.NewWriter(cfg.DB, nil)
@@ -233,7 +240,18 @@ func (e *Engine) List(ctx context.Context, f Filter) ([]Instance, error) {
 // History returns the timeline of the instance with id, oldest first, or an error matching
 // ErrNotFound when there is no such instance.
 func (e *Engine) History(ctx context.Context, id string) ([]HistoryEntry, error) {
-	h, err := e.store.history(ctx, e.cfg.DB, id)
+	return e.HistoryPage(ctx, id, HistoryParams{})
+}
+
+// HistoryPage returns the part of saga id's timeline that p selects, in order: the entries whose
+// Seq is greater than p.After, at most p.Limit of them (0: all). The next page starts after the
+// last entry's Seq; a page shorter than p.Limit is the last. It returns ErrNotFound when no
+// instance has id.
+func (e *Engine) HistoryPage(ctx context.Context, id string, p HistoryParams) ([]HistoryEntry, error) {
+	if p.After < 0 || p.Limit < 0 {
+		return nil, fmt.Errorf("history of saga %s: After and Limit must not be negative: %w", id, ErrInvalidInput)
+	}
+	h, err := e.store.history(ctx, e.cfg.DB, id, p.After, p.Limit)
 	if err != nil {
 		return nil, err
 	}

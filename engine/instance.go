@@ -95,6 +95,15 @@ const (
 	HistoryIgnored HistoryKind = "ignored"
 )
 
+// HistoryParams selects a page of an instance's history (Engine.HistoryPage).
+type HistoryParams struct {
+	// After is the cursor: only entries whose Seq is greater are returned. 0 starts at the
+	// beginning.
+	After int64
+	// Limit is the most entries returned; 0 means all.
+	Limit int
+}
+
 // HistoryEntry is one line of an instance's append-only timeline.
 type HistoryEntry struct {
 	// SagaID is the instance the entry belongs to.

@@ -107,6 +107,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		return router.Close()
 	})
 	g.Go(func() error { return e.runTimers(gctx) })
+	g.Go(func() error { return e.runRetention(gctx) })
 	if e.cfg.ListenDSN != "" && sqldb.DialectOf(e.cfg.DB) == sqldb.Postgres {
 		g.Go(func() error { return listenTimers(gctx, e.cfg.ListenDSN, e.timers.poke) })
 	}

@@ -384,8 +384,9 @@ func (s *store) list(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]I
 	return out, nil
 }
 
-// history returns the timeline of saga id in order.
-func (s *store) history(ctx context.Context, db sqlx.QueryerContext, id string) ([]HistoryEntry, error) {
+// history returns the timeline of saga id in order: the entries after sequence number after, at
+// most limit of them (0: all).
+func (s *store) history(ctx context.Context, db sqlx.QueryerContext, id string, after int64, limit int) ([]HistoryEntry, error) {
 	type entry struct {
 		SagaID  string    `db:"saga_id"`
 		Seq     int64     `db:"seq"`
@@ -399,8 +400,13 @@ func (s *store) history(ctx context.Context, db sqlx.QueryerContext, id string) 
 		Detail  []byte    `db:"detail"`
 	}
 	var rows []entry
-	q := `SELECT saga_id, seq, at, kind, step, attempt, action, outcome, actor, detail FROM sagaflow_history WHERE saga_id = ? ORDER BY seq`
-	if err := sqlx.SelectContext(ctx, db, &rows, sqlx.Rebind(bindOf(s.dialect), q), id); err != nil {
+	q := `SELECT saga_id, seq, at, kind, step, attempt, action, outcome, actor, detail FROM sagaflow_history WHERE saga_id = ? AND seq > ? ORDER BY seq`
+	args := []any{id, after}
+	if limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, limit)
+	}
+	if err := sqlx.SelectContext(ctx, db, &rows, sqlx.Rebind(bindOf(s.dialect), q), args...); err != nil {
 		return nil, fmt.Errorf("read history of saga %s: %w", id, sqldb.Translate(err))
 	}
 	out := make([]HistoryEntry, len(rows))

@@ -206,6 +206,9 @@ func (t *tx) send(def *saga.Definition, r *row, a saga.Action, payload []byte) {
 // the last apply and before commit.
 func (t *tx) flush(ctx context.Context) error {
 	s := t.e.store
+	if err := t.collapseIgnored(ctx); err != nil {
+		return err
+	}
 	stored := make([]*row, 0, len(t.changed))
 	for _, r := range t.changed {
 		if !r.isNew { // a new one was inserted by the caller

@@ -67,7 +67,9 @@ func (i *Inbox) Handler(db *sqlx.DB, fn func(ctx context.Context, tx *sqlx.Tx, m
 	}
 }
 
-// Prune deletes this consumer's inbox rows older than olderThan and returns how many. Choose
+// Prune deletes this consumer's inbox rows older than olderThan, 500 per statement, and returns
+// how many. Several replicas may prune at once. The engine runs it (engine.Config.InboxRetention);
+// a participant's barrier replaces an inbox and is pruned by the participant. Choose
 // olderThan well beyond the redelivery horizon (MaxDeliver × AckWait, plus any NakDelay) and the
 // relay's worst re-publish lag, or a late duplicate would be applied again.
 func (i *Inbox) Prune(ctx context.Context, db *sqlx.DB, olderThan time.Duration) (int64, error) {

@@ -202,20 +202,39 @@ func (s storage) prune(ctx context.Context, ex sqlx.ExecerContext, retention tim
 	return res.RowsAffected()
 }
 
-// pruneInbox deletes consumer's inbox rows older than olderThan.
+// pruneInboxBatch is the most inbox rows one statement of pruneInbox deletes, so that a first
+// pass over a large table (an upgrade) never holds a long lock.
+const pruneInboxBatch = 500
+
+// pruneInbox deletes consumer's inbox rows older than olderThan, pruneInboxBatch rows per statement
+// (each its own transaction; on PostgreSQL skipping rows another replica's pass holds).
 func (s storage) pruneInbox(ctx context.Context, ex sqlx.ExecerContext, consumer string, olderThan time.Duration) (int64, error) {
-	var res sql.Result
-	var err error
+	var q string
+	var cutoff any
 	if s.dialect == sqldb.Postgres {
-		res, err = ex.ExecContext(ctx, `DELETE FROM sagaflow_inbox WHERE consumer = $1 AND processed_at < now() - $2 * interval '1 microsecond'`,
-			consumer, olderThan.Microseconds())
+		q = `DELETE FROM sagaflow_inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM sagaflow_inbox
+	WHERE consumer = $1 AND processed_at < now() - $2 * interval '1 microsecond' LIMIT $3 FOR UPDATE SKIP LOCKED)`
+		cutoff = olderThan.Microseconds()
 	} else {
-		res, err = ex.ExecContext(ctx, `DELETE FROM sagaflow_inbox WHERE consumer = ? AND processed_at < ?`, consumer, time.Now().Add(-olderThan).UnixMilli())
+		q = `DELETE FROM sagaflow_inbox WHERE (consumer, message_id) IN (SELECT consumer, message_id FROM sagaflow_inbox
+	WHERE consumer = ? AND processed_at < ? LIMIT ?)`
+		cutoff = time.Now().Add(-olderThan).UnixMilli()
 	}
-	if err != nil {
-		return 0, fmt.Errorf("prune inbox of %s: %w", consumer, err)
+	var total int64
+	for {
+		res, err := ex.ExecContext(ctx, q, consumer, cutoff, pruneInboxBatch)
+		if err != nil {
+			return total, fmt.Errorf("prune inbox of %s: %w", consumer, err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("prune inbox of %s: %w", consumer, err)
+		}
+		total += n
+		if n < pruneInboxBatch {
+			return total, nil
+		}
 	}
-	return res.RowsAffected()
 }
 
 // stats reads the backlog figures.

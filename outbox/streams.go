@@ -23,8 +23,9 @@ const (
 )
 
 // StreamsConfig tunes the streams EnsureStreams creates. The zero value (or nil) is a single-server
-// setup: file storage, one replica, a 2-minute duplicate window, messages kept until removed by
-// limits.
+// setup: file storage, one replica, a 2-minute duplicate window. SAGA_COMMANDS and SAGA_REPLIES
+// are work queues (a message is deleted once its consumer acknowledges it; one consumer per
+// subject, explicit acks); EVENTS and SAGA_DLQ keep limits retention.
 type StreamsConfig struct {
 	// Replicas per stream: 1 (default) on a single server, 3 or 5 on a cluster.
 	Replicas int
@@ -32,8 +33,10 @@ type StreamsConfig struct {
 	// stored; default 2 minutes. Set it above the worst relay lag you expect; consumers still
 	// deduplicate older re-publishes (the inbox, the participant barrier).
 	Duplicates time.Duration
-	// MaxAge discards messages older than this; 0 keeps them.
+	// MaxAge discards domain events (EVENTS) older than this; 0 keeps them.
 	MaxAge time.Duration
+	// DLQMaxAge discards dead letters (SAGA_DLQ) older than this; 0 keeps them.
+	DLQMaxAge time.Duration
 }
 
 // EnsureStreams creates each of Sagaflow's streams that does not exist on js and updates those that
@@ -48,5 +51,5 @@ func (c *StreamsConfig) bus() bus.StreamsConfig {
 	if c == nil {
 		return bus.StreamsConfig{}
 	}
-	return bus.StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates, MaxAge: c.MaxAge}
+	return bus.StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates, MaxAge: c.MaxAge, DLQMaxAge: c.DLQMaxAge}
 }

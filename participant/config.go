@@ -58,6 +58,11 @@ type Config struct {
 	// MeterProvider receives the participant's metrics (sagaflow.dead_lettered). Default: the
 	// global provider (otel.GetMeterProvider).
 	MeterProvider metric.MeterProvider
+	// BarrierRetention is how long the barrier keeps a saga's rows after its last one was written
+	// here; Run prunes older ones every minute, in batches. Default DefaultBarrierRetention (30
+	// days); negative keeps them forever. It must outlast every retry of a step, a hanging
+	// command, and an operator's redrive of a failed saga (see prune.go); at least 1h.
+	BarrierRetention time.Duration
 }
 
 var serviceRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,62}[a-z0-9])?$`)
@@ -87,6 +92,9 @@ func (c Config) withDefaults() Config {
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = 30 * time.Second
 	}
+	if c.BarrierRetention == 0 {
+		c.BarrierRetention = DefaultBarrierRetention
+	}
 	return c
 }
 
@@ -106,6 +114,9 @@ func (c Config) validate() error {
 	}
 	if c.AckWait < 0 || c.NakDelay < 0 || c.ShutdownTimeout < 0 {
 		errs = append(errs, errors.New("AckWait, NakDelay, ShutdownTimeout: must not be negative"))
+	}
+	if c.BarrierRetention >= 0 && c.BarrierRetention < time.Hour {
+		errs = append(errs, fmt.Errorf("BarrierRetention %s: must be at least 1h (or negative: keep forever)", c.BarrierRetention))
 	}
 	return errors.Join(errs...)
 }

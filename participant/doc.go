@@ -63,4 +63,10 @@
 //
 // Replies are new messages (fresh ids) that echo the attempt of the command they answer, so the
 // orchestrator takes a replayed answer as the answer to the attempt it is waiting for.
+//
+// # Retention
+//
+// Run prunes the barrier every minute: the rows of a saga go once every row of that saga is older
+// than Config.BarrierRetention (30 days by default), long after any copy of its commands can
+// arrive (see prune.go).
 package participant

@@ -72,11 +72,16 @@ func ExampleNew() {
 	if _, err := js.PublishMsg(ctx, cmd); err != nil {
 		panic(err)
 	}
-	replies, _ := js.OrderedConsumer(ctx, outbox.StreamReplies, jetstream.OrderedConsumerConfig{})
+	// SAGA_REPLIES is a work queue: its one reader (here, in place of the orchestrator) acks.
+	replies, err := js.CreateConsumer(ctx, outbox.StreamReplies, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		panic(err)
+	}
 	reply, err := replies.Next(jetstream.FetchMaxWait(time.Minute))
 	if err != nil {
 		panic(err)
 	}
+	_ = reply.Ack()
 	fmt.Println(reply.Subject(), reply.Headers().Get("Sagaflow-Outcome"), string(reply.Data()))
 	// Output: saga.reply.checkout success {"output":{"charged_cents":250}}
 }

@@ -273,8 +273,17 @@ func (p *Participant) Run(ctx context.Context) error {
 		case <-p.stop:
 		}
 	}()
+	pruneCtx, stopPrune := context.WithCancel(ctx)
+	defer stopPrune()
+	pruneDone := make(chan struct{})
+	go func() {
+		defer close(pruneDone)
+		p.pruneBarrier(pruneCtx)
+	}()
 	p.log.InfoContext(ctx, "participant started", "subject", filter, "batch", cfg.Batch)
 	err = p.runRouter(ctx, router, relayDone)
+	stopPrune()
+	<-pruneDone
 	close(p.stop)
 	<-batcherDone
 	stopRelay()

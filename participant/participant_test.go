@@ -167,10 +167,17 @@ func (b *bundle) dead(t testing.TB) <-chan jetstream.Msg {
 func consume[T any](t testing.TB, js jetstream.JetStream, stream, subject string, conv func(jetstream.Msg) T) <-chan T {
 	t.Helper()
 	ctx := t.Context()
-	c, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
+	// An explicit-ack consumer: SAGA_REPLIES is a work queue, which takes no other kind; acking
+	// takes each reply off the stream, as the orchestrator would.
+	c, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{
+		FilterSubjects: []string{subject}, AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
 	require.NoError(t, err)
 	out := make(chan T, 1024)
-	cc, err := c.Consume(func(m jetstream.Msg) { out <- conv(m) })
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		out <- conv(m)
+		_ = m.Ack()
+	})
 	require.NoError(t, err)
 	t.Cleanup(cc.Stop)
 	return out

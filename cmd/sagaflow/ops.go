@@ -152,6 +152,8 @@ func newListCmd() *cobra.Command {
 func newShowCmd() *cobra.Command {
 	var o opsFlags
 	var key, def, traceURL string
+	var historyLimit int
+	var all bool
 	c := &cobra.Command{
 		Use:   "show [ID]",
 		Short: "Show a saga: status, steps with attempts and errors, compensations, history",
@@ -187,19 +189,39 @@ func newShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			hist, err := cl.History(cmd.Context(), inst.ID)
+			if historyLimit < 1 || historyLimit > httpapi.MaxHistoryLimit {
+				return usageError{fmt.Errorf("--history-limit %d: want 1..%d", historyLimit, httpapi.MaxHistoryLimit)}
+			}
+			var hist []engine.HistoryEntry
+			var next string
+			if all {
+				hist, err = cl.History(cmd.Context(), inst.ID)
+			} else {
+				var page httpapi.HistoryResponse
+				page, err = cl.HistoryPage(cmd.Context(), inst.ID, engine.HistoryParams{Limit: historyLimit})
+				hist, next = page.History, page.Next
+			}
 			if err != nil {
 				return err
 			}
 			if o.output == "json" {
 				return printJSON(cmd.OutOrStdout(), struct {
 					*engine.Instance
-					History []engine.HistoryEntry `json:"history"`
-				}{inst, hist})
+					History     []engine.HistoryEntry `json:"history"`
+					HistoryNext string                `json:"history_next,omitempty"`
+				}{inst, hist, next})
 			}
-			return printInstance(cmd.OutOrStdout(), inst, hist, traceURL)
+			if err := printInstance(cmd.OutOrStdout(), inst, hist, traceURL); err != nil {
+				return err
+			}
+			if next != "" {
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "(history shows the first %d entries; --all shows every one)\n", len(hist))
+			}
+			return err
 		},
 	}
+	c.Flags().IntVar(&historyLimit, "history-limit", 200, "show at most this many history entries, the oldest first")
+	c.Flags().BoolVar(&all, "all", false, "show the whole history, however long")
 	c.Flags().StringVar(&traceURL, "trace-url", "", "link template of a trace in your tracing UI, {trace_id} replaced, e.g. http://jaeger:16686/trace/{trace_id}")
 	c.Flags().StringVar(&key, "key", "", "find the saga by business key")
 	c.Flags().StringVar(&def, "definition", "", "with --key: the definition the saga runs")

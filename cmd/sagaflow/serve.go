@@ -23,14 +23,17 @@ import (
 
 // serverFlags are the flags of the commands that connect to a database and the bus.
 type serverFlags struct {
-	db        string
-	nats      string
-	logFormat string
-	logLevel  string
+	db string
+	// dbMaxConns bounds the PostgreSQL pool (open and idle connections).
+	dbMaxConns int
+	nats       string
+	logFormat  string
+	logLevel   string
 }
 
 func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
 	c.Flags().StringVar(&f.db, "db", "", "database URL: postgres://user@host/db?sslmode=disable or sqlite:PATH (required)")
+	c.Flags().IntVar(&f.dbMaxConns, "db-max-conns", DefaultDBMaxConns, "most open PostgreSQL connections of this process (idle ones kept up to the same number); SQLite always uses 4")
 	if needNATS {
 		c.Flags().StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URLs, comma-separated")
 	}
@@ -41,6 +44,9 @@ func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
 func (f *serverFlags) check() error {
 	if f.db == "" {
 		return usageError{fmt.Errorf("--db (or $SAGAFLOW_DB) is required")}
+	}
+	if f.dbMaxConns < 1 {
+		return usageError{fmt.Errorf("--db-max-conns %d: must be at least 1", f.dbMaxConns)}
 	}
 	if f.logFormat != "json" && f.logFormat != "text" {
 		return usageError{fmt.Errorf("--log-format %q: want json or text", f.logFormat)}
@@ -87,10 +93,22 @@ func connectNATS(urls, name string, logger *slog.Logger) (*nats.Conn, error) {
 	return nc, nil
 }
 
-func openDB(ctx context.Context, url string) (*sqlx.DB, error) {
+// DefaultDBMaxConns is --db-max-conns' default: enough for a node's concurrent work (reply
+// batches, timers, the relay, retention, the HTTP API) while six processes stay inside
+// PostgreSQL's default max_connections of 100.
+const DefaultDBMaxConns = 16
+
+// openDB opens the database at url; on PostgreSQL the pool holds at most maxConns connections, and
+// keeps as many idle (so a busy node does not reconnect between bursts). SQLite keeps sqldb.Open's
+// pool of 4 (one writer at a time is all it allows).
+func openDB(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
 	db, err := sqldb.Open(ctx, url)
 	if err != nil {
 		return nil, fmt.Errorf("open database %s: %w", sqldb.Redact(url), err)
+	}
+	if sqldb.DialectOf(db) == sqldb.Postgres {
+		db.SetMaxOpenConns(maxConns)
+		db.SetMaxIdleConns(maxConns)
 	}
 	return db, nil
 }
@@ -101,6 +119,7 @@ func newServeCmd() *cobra.Command {
 	var relay, migrate bool
 	var streams bus.StreamsConfig
 	var replyBatch int
+	var retention, inboxRetention time.Duration
 	var tf traceFlags
 	c := &cobra.Command{
 		Use:   "serve",
@@ -136,7 +155,7 @@ environment variable.`,
 			if err := reg.LoadDir(defsDir); err != nil {
 				return fmt.Errorf("load definitions: %w", err)
 			}
-			db, err := openDB(ctx, f.db)
+			db, err := openDB(ctx, f.db, f.dbMaxConns)
 			if err != nil {
 				return err
 			}
@@ -156,7 +175,7 @@ environment variable.`,
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
 				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Streams: streams,
-				Engine: engine.Config{ReplyBatch: replyBatch}, Logger: logger,
+				Engine: engine.Config{ReplyBatch: replyBatch, Retention: retention, InboxRetention: inboxRetention}, Logger: logger,
 				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
 				MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 			})
@@ -175,6 +194,8 @@ environment variable.`,
 	c.Flags().IntVar(&streams.Replicas, "stream-replicas", 1, "replicas of each JetStream stream (3 on a NATS cluster)")
 	c.Flags().DurationVar(&streams.Duplicates, "duplicate-window", 2*time.Minute, "JetStream duplicate window of the streams")
 	c.Flags().IntVar(&replyBatch, "reply-batch", 64, "most replies applied in one transaction")
+	c.Flags().DurationVar(&retention, "retention", 720*time.Hour, "delete completed and compensated sagas and their history this long after they finished (0: keep forever)")
+	c.Flags().DurationVar(&inboxRetention, "inbox-retention", engine.DefaultInboxRetention, "keep the ids of applied replies this long, to drop duplicates")
 	tf.register(c, telemetry.TracesAuto, false)
 	bindEnv(c)
 	return c
@@ -212,7 +233,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 				return err
 			}
 			defer obs.shutdown()
-			db, err := openDB(ctx, f.db)
+			db, err := openDB(ctx, f.db, f.dbMaxConns)
 			if err != nil {
 				return err
 			}
@@ -269,7 +290,7 @@ func newMigrateCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error { return f.check() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := openDB(cmd.Context(), f.db)
+			db, err := openDB(cmd.Context(), f.db, f.dbMaxConns)
 			if err != nil {
 				return err
 			}

@@ -85,11 +85,40 @@ func (c *Client) List(ctx context.Context, f engine.Filter) (ListResponse, error
 	return resp, err
 }
 
-// History returns an instance's timeline.
+// History returns an instance's whole timeline, page by page.
 func (c *Client) History(ctx context.Context, id string) ([]engine.HistoryEntry, error) {
+	var all []engine.HistoryEntry
+	after := int64(0)
+	for {
+		page, err := c.HistoryPage(ctx, id, engine.HistoryParams{After: after, Limit: MaxHistoryLimit})
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page.History...)
+		if page.Next == "" || len(page.History) == 0 {
+			return all, nil
+		}
+		after = page.History[len(page.History)-1].Seq
+	}
+}
+
+// HistoryPage returns one page of an instance's timeline: the entries after p.After, at most
+// p.Limit (0: the server's default, DefaultHistoryLimit). Next is set when more may follow.
+func (c *Client) HistoryPage(ctx context.Context, id string, p engine.HistoryParams) (HistoryResponse, error) {
+	q := url.Values{}
+	if p.After > 0 {
+		q.Set("after", strconv.FormatInt(p.After, 10))
+	}
+	if p.Limit > 0 {
+		q.Set("limit", strconv.Itoa(p.Limit))
+	}
+	path := "/v1/sagas/" + url.PathEscape(id) + "/history"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
 	var resp HistoryResponse
-	err := c.do(ctx, http.MethodGet, "/v1/sagas/"+url.PathEscape(id)+"/history", nil, &resp)
-	return resp.History, err
+	err := c.do(ctx, http.MethodGet, path, nil, &resp)
+	return resp, err
 }
 
 // Cancel cancels a running saga (its completed steps are compensated) and returns it.

@@ -7,7 +7,7 @@
 //	POST /v1/sagas                      start: {"definition","version","business_key","input","idempotency_key"} → 201 {"id"}
 //	GET  /v1/sagas?definition=&status=&business_key=&needs_attention=true&limit=&before=   → {"sagas":[...],"next":"<cursor>"}
 //	GET  /v1/sagas/{id}                 → the instance
-//	GET  /v1/sagas/{id}/history         → {"history":[...]}
+//	GET  /v1/sagas/{id}/history         → {"history":[...],"next":"<seq>"}  (?after=<seq>&limit=N: 500 by default, at most 5000)
 //	GET  /v1/definitions/{name}/sagas/{key}   → the instance with that business key
 //	POST /v1/sagas/{id}/cancel          {"reason"} → the instance
 //	POST /v1/sagas/{id}/redrive         {"reason"} → the instance

@@ -20,7 +20,7 @@ type Engine interface {
 	Get(ctx context.Context, id string) (*engine.Instance, error)
 	GetByKey(ctx context.Context, definition, businessKey string) (*engine.Instance, error)
 	List(ctx context.Context, f engine.Filter) ([]engine.Instance, error)
-	History(ctx context.Context, id string) ([]engine.HistoryEntry, error)
+	HistoryPage(ctx context.Context, id string, p engine.HistoryParams) ([]engine.HistoryEntry, error)
 	Cancel(ctx context.Context, id, actor, reason string) error
 	Redrive(ctx context.Context, id, actor, reason string) error
 	Resolve(ctx context.Context, id, actor, reason string) error
@@ -52,10 +52,18 @@ type ListResponse struct {
 	Next  string            `json:"next,omitempty"`
 }
 
-// HistoryResponse is the answer to GET /v1/sagas/{id}/history.
+// HistoryResponse is the answer to GET /v1/sagas/{id}/history?after=<seq>&limit=<n>: a page of
+// the timeline, and Next, the after= of the next page, set when the page is full (more may follow).
 type HistoryResponse struct {
 	History []engine.HistoryEntry `json:"history"`
+	Next    string                `json:"next,omitempty"`
 }
+
+// History page sizes: the default and the largest a request may ask for.
+const (
+	DefaultHistoryLimit = 500
+	MaxHistoryLimit     = 5000
+)
 
 // DefinitionsResponse is the answer to GET /v1/definitions.
 type DefinitionsResponse struct {
@@ -238,15 +246,37 @@ func (h *handler) getByKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) history(w http.ResponseWriter, r *http.Request) {
-	entries, err := h.e.History(r.Context(), r.PathValue("id"))
+	q := r.URL.Query()
+	p := engine.HistoryParams{Limit: DefaultHistoryLimit}
+	if s := q.Get("after"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			h.fail(w, r, badRequest(fmt.Sprintf("query parameter after=%q: want a history sequence number (>= 0)", s)))
+			return
+		}
+		p.After = n
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxHistoryLimit {
+			h.fail(w, r, badRequest(fmt.Sprintf("query parameter limit=%q: want an integer in 1..%d", s, MaxHistoryLimit)))
+			return
+		}
+		p.Limit = n
+	}
+	entries, err := h.e.HistoryPage(r.Context(), r.PathValue("id"), p)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
-	if entries == nil {
-		entries = []engine.HistoryEntry{}
+	resp := HistoryResponse{History: entries}
+	if resp.History == nil {
+		resp.History = []engine.HistoryEntry{}
 	}
-	writeJSON(w, http.StatusOK, HistoryResponse{History: entries})
+	if len(entries) == p.Limit {
+		resp.Next = strconv.FormatInt(entries[len(entries)-1].Seq, 10)
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (h *handler) operation(op func(ctx context.Context, id, actor, reason string) error) http.HandlerFunc {

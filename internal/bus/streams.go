@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"time"
@@ -60,7 +61,19 @@ func noStreamIsPermanent(subject string, lookupErr error) bool {
 const DefaultDuplicates = 2 * time.Minute
 
 // StreamsConfig tunes the streams EnsureStreams creates. The zero value is a single-node setup with
-// the default duplicate window that keeps messages forever.
+// the default duplicate window.
+//
+// Retention. SAGA_COMMANDS and SAGA_REPLIES are work queues: a message stays until a consumer
+// acknowledges it, then JetStream deletes it. Each has exactly one consumer per subject (a
+// service's durable on saga.cmd.<service>.>, the orchestrators' durable on saga.reply.>), so
+// nothing else needs the message once it is acked, and a message for a service that is down or not
+// deployed yet waits for it instead of being dropped (Interest retention would drop a message
+// nobody is subscribed to, and a MaxAge would drop it after a while and keep acked ones until then).
+// The cost: JetStream refuses a second consumer whose filter overlaps, so observers read these
+// streams through the dead-letter stream, the database or the orchestrator's history, not with
+// consumers of their own. EVENTS keeps limits retention (any number of readers; domain events are
+// replayable) with MaxAge; SAGA_DLQ keeps limits retention with DLQMaxAge (default forever: a dead
+// letter waits for a human).
 type StreamsConfig struct {
 	// Replicas per stream: 1 (default) on a single server, 3 or 5 on a cluster.
 	Replicas int
@@ -68,8 +81,14 @@ type StreamsConfig struct {
 	// stored; default 2 minutes. Set it above the worst relay lag you expect; consumers still dedup
 	// older re-publishes with the inbox.
 	Duplicates time.Duration
-	// MaxAge discards messages older than this; 0 keeps them (limits retention by size only).
+	// MaxAge discards domain events (EVENTS) older than this; 0 keeps them (limits retention by
+	// size only). The work-queue streams have no MaxAge: they keep a message until it is acked.
 	MaxAge time.Duration
+	// DLQMaxAge discards dead letters (SAGA_DLQ) older than this; 0 keeps them.
+	DLQMaxAge time.Duration
+	// Logger receives EnsureStreams' warnings (a stream whose retention cannot be changed in
+	// place); nil means slog.Default(), so the operator's fix is never discarded.
+	Logger *slog.Logger
 }
 
 func (c StreamsConfig) withDefaults() StreamsConfig {
@@ -96,6 +115,12 @@ func (c StreamsConfig) validate() error {
 	if c.MaxAge > 0 && c.Duplicates > c.MaxAge {
 		errs = append(errs, fmt.Errorf("StreamsConfig.Duplicates %s: must not exceed MaxAge %s", c.Duplicates, c.MaxAge))
 	}
+	if c.DLQMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("StreamsConfig.DLQMaxAge %s: must not be negative", c.DLQMaxAge))
+	}
+	if c.DLQMaxAge > 0 && c.Duplicates > c.DLQMaxAge {
+		errs = append(errs, fmt.Errorf("StreamsConfig.Duplicates %s: must not exceed DLQMaxAge %s", c.Duplicates, c.DLQMaxAge))
+	}
 	return errors.Join(errs...)
 }
 
@@ -108,15 +133,21 @@ func StreamConfig(name string, cfg StreamsConfig) (jetstream.StreamConfig, error
 	}
 	for _, s := range streamSubjects {
 		if s.name == name {
-			return jetstream.StreamConfig{
+			sc := jetstream.StreamConfig{
 				Name:       s.name,
 				Subjects:   []string{s.subject},
 				Storage:    jetstream.FileStorage,
-				Retention:  jetstream.LimitsPolicy,
+				Retention:  jetstream.WorkQueuePolicy,
 				Replicas:   cfg.Replicas,
 				Duplicates: cfg.Duplicates,
-				MaxAge:     cfg.MaxAge,
-			}, nil
+			}
+			switch name {
+			case StreamEvents:
+				sc.Retention, sc.MaxAge = jetstream.LimitsPolicy, cfg.MaxAge
+			case StreamDLQ:
+				sc.Retention, sc.MaxAge = jetstream.LimitsPolicy, cfg.DLQMaxAge
+			}
+			return sc, nil
 		}
 	}
 	return jetstream.StreamConfig{}, fmt.Errorf("stream %q: not one of Sagaflow's streams", name)
@@ -127,16 +158,32 @@ func StreamConfig(name string, cfg StreamsConfig) (jetstream.StreamConfig, error
 // remembers cfg for js's connection: a Publisher or Subscriber on that connection that finds one of
 // these streams missing later recreates it with cfg.
 func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfig) error {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	for _, s := range streamSubjects {
 		sc, err := StreamConfig(s.name, cfg)
 		if err != nil {
 			return fmt.Errorf("ensure streams: %w", err)
 		}
-		// Every replica and service calls this at start: leave a stream that already has the wanted
-		// settings alone instead of sending an update (an update also races, inside nats-server
-		// v2.15, with consumers being created at the same moment).
-		if st, err := js.Stream(ctx, s.name); err == nil && sameSettings(st.CachedInfo().Config, sc) {
-			continue
+		if st, err := js.Stream(ctx, s.name); err == nil {
+			have := st.CachedInfo().Config
+			if have.Retention != sc.Retention {
+				// JetStream refuses to change a stream's retention policy, and deleting the stream
+				// would delete the messages in it: keep its policy, apply the other settings, and
+				// tell the operator how to upgrade.
+				log.WarnContext(ctx, "stream retention cannot be changed in place; keeping it",
+					"stream", s.name, "have", have.Retention.String(), "want", sc.Retention.String(),
+					"fix", retentionFix(s.name, st.CachedInfo().State.Msgs))
+				sc.Retention = have.Retention
+			}
+			// Every replica and service calls this at start: leave a stream that already has the
+			// wanted settings alone instead of sending an update (an update also races, inside
+			// nats-server v2.15, with consumers being created at the same moment).
+			if sameSettings(have, sc) {
+				continue
+			}
 		}
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return fmt.Errorf("ensure stream %s (%s): %w", s.name, s.subject, err)
@@ -145,6 +192,15 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 	// A stream found missing later (a lost store, an operator's delete) is recreated with cfg.
 	rememberStreams(js, cfg, true)
 	return nil
+}
+
+// retentionFix is the operator's way to move a stream created by an older Sagaflow (limits
+// retention) to its current retention policy without losing a message.
+func retentionFix(stream string, msgs uint64) string {
+	return fmt.Sprintf("stop the relays (sagaflow serve/relay and the services' outboxes keep their rows), "+
+		"wait until every consumer of %[1]s has no pending or unacknowledged messages (nats consumer report %[1]s), "+
+		"then delete the stream (nats stream rm %[1]s; it holds %[2]d messages, already delivered and acked) "+
+		"and start Sagaflow again: it recreates the stream and its consumers", stream, msgs)
 }
 
 // sameSettings reports whether a stream's current configuration has every setting EnsureStreams

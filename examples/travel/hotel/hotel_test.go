@@ -151,11 +151,13 @@ func TestDuplicateAndBadCommands(t *testing.T) {
 	require.Equal(t, "saga-bad", m.Headers().Get("Sagaflow-Saga-Id"))
 	require.Contains(t, m.Headers().Get("Sagaflow-Dlq-Reason"), "want trip_id, hotel and nights")
 
-	replies, err := s.js.OrderedConsumer(t.Context(), outbox.StreamReplies, jetstream.OrderedConsumerConfig{})
+	// SAGA_REPLIES is a work queue: it takes only explicit-ack consumers (here, in place of the orchestrator).
+	replies, err := s.js.CreateConsumer(t.Context(), outbox.StreamReplies, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(t, err)
 	for range 3 {
 		m, err := replies.Next(jetstream.FetchMaxWait(time.Minute))
 		require.NoError(t, err)
+		require.NoError(t, m.Ack())
 		require.Equal(t, "saga-dup", m.Headers().Get("Sagaflow-Saga-Id"))
 		require.Equal(t, "success", m.Headers().Get("Sagaflow-Outcome"), "every copy is answered, from the barrier")
 	}

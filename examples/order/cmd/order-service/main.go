@@ -34,6 +34,7 @@ type flags struct {
 	latency                     time.Duration
 	unavailable                 float64
 	batch, maxDeliver           int
+	dbMaxConns                  int
 	createStreams               bool
 }
 
@@ -50,6 +51,7 @@ func parse(args []string) (flags, error) {
 	fs.Float64Var(&f.unavailable, "unavailable-rate", 0, "share of handlings that fail transiently and are redelivered; 1 = unavailable")
 	fs.Int64Var(&f.opts.Seed, "seed", 0, "seed of the business failure decisions (0: random)")
 	fs.Int64Var(&f.opts.InitialStock, "initial-stock", services.DefaultInitialStock, "inventory: stock of each SKU in a new database")
+	fs.IntVar(&f.dbMaxConns, "db-max-conns", 8, "most open PostgreSQL connections (idle ones kept up to the same number)")
 	fs.IntVar(&f.batch, "batch", 0, "commands handled per transaction (default 32)")
 	fs.IntVar(&f.maxDeliver, "max-deliver", 0, "deliveries of a failing command before the dead-letter stream (default 10)")
 	fs.BoolVar(&f.createStreams, "create-streams", true, "create or update Sagaflow's JetStream streams (single replica) at start")
@@ -66,6 +68,9 @@ func parse(args []string) (flags, error) {
 	}
 	if f.db == "" {
 		errs = append(errs, errors.New("--db is required"))
+	}
+	if f.dbMaxConns < 1 {
+		errs = append(errs, fmt.Errorf("--db-max-conns %d: must be at least 1", f.dbMaxConns))
 	}
 	if !slices.Contains(traceModes, f.trace) {
 		errs = append(errs, fmt.Errorf("--trace %q: want one of %s", f.trace, strings.Join(traceModes, ", ")))
@@ -130,6 +135,11 @@ func run(ctx context.Context, f flags) error {
 		return err
 	}
 	defer db.Close()
+	if db.DriverName() == "postgres" {
+		// The consumer's batches, the relay and the barrier pruning share this pool.
+		db.SetMaxOpenConns(f.dbMaxConns)
+		db.SetMaxIdleConns(f.dbMaxConns)
+	}
 	if err := services.Migrate(ctx, f.service, db, f.opts); err != nil {
 		return err
 	}

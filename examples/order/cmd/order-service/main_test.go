@@ -56,7 +56,8 @@ func TestRunAnswersCommands(t *testing.T) {
 	_, err = js.PublishMsg(t.Context(), cmd)
 	require.NoError(t, err)
 
-	c, err := js.OrderedConsumer(t.Context(), outbox.StreamReplies, jetstream.OrderedConsumerConfig{})
+	// SAGA_REPLIES is a work queue: it takes only explicit-ack consumers (here, in place of the orchestrator).
+	c, err := js.CreateConsumer(t.Context(), outbox.StreamReplies, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
 	require.NoError(t, err)
 	m, err := c.Next(jetstream.FetchMaxWait(60 * time.Second))
 	require.NoError(t, err)
