@@ -250,9 +250,18 @@ func streamsFor(js jetstream.JetStream) StreamsConfig {
 	return StreamsConfig{}
 }
 
-// observedStreams returns the StreamsConfig settings of a stream's configuration.
+// observedStreams returns the StreamsConfig settings a stream's configuration tells: replicas and
+// duplicate window from any stream, a max age only from the stream it belongs to (the work-queue
+// streams have none, and must not make a recreated EVENTS or SAGA_DLQ lose theirs).
 func observedStreams(c jetstream.StreamConfig) StreamsConfig {
-	return StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates, MaxAge: c.MaxAge}
+	o := StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates}
+	switch c.Name {
+	case StreamEvents:
+		o.MaxAge = c.MaxAge
+	case StreamDLQ:
+		o.DLQMaxAge = c.MaxAge
+	}
+	return o
 }
 
 // KeepStreams checks every interval (default 5s) that each of Sagaflow's streams exists and
