@@ -19,6 +19,10 @@ vet: ## gofmt check and go vet
 	@test -z "$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*'))" || (gofmt -l . && false)
 	$(GO) vet ./...
 
+.PHONY: lint
+lint: ## golangci-lint with the checked-in .golangci.yml (pinned version)
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
 .PHONY: bench
 bench: ## Go benchmarks, 10 runs each, for benchstat (see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -count 10 ./saga/ | tee bench-saga.txt

@@ -82,7 +82,7 @@ func TestTelemetryOfASaga(t *testing.T) {
 			attempt := ""
 			for _, kv := range s.Attributes() {
 				if kv.Key == telemetry.AttemptKey {
-					attempt = " " + kv.Value.Emit()
+					attempt = " " + kv.Value.String()
 				}
 			}
 			spans[s.Name()+attempt] = s

@@ -89,8 +89,13 @@ func readStream(t *testing.T, js jetstream.JetStream, stream, filter string, wan
 		}
 		return n >= uint64(want)
 	})
-	cons, err := js.OrderedConsumer(ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	// An explicit-ack consumer, which the work-queue streams (SAGA_COMMANDS, SAGA_REPLIES) require
+	// and the others accept. Nothing is acked, so nothing is removed; the ack wait outlasts the
+	// read, so nothing is delivered twice, and nothing caps the messages pending.
+	cons, err := js.CreateConsumer(ctx, stream, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy,
+		FilterSubject: filter, InactiveThreshold: time.Minute, AckWait: time.Hour, MaxAckPending: -1})
 	require.NoError(t, err)
+	t.Cleanup(func() { _ = js.DeleteConsumer(context.Background(), stream, cons.CachedInfo().Name) })
 	info, err := cons.Info(ctx)
 	require.NoError(t, err)
 	total := int(info.NumPending)

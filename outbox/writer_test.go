@@ -80,7 +80,7 @@ func TestWriteRefusesBadInput(t *testing.T) {
 			require.ErrorIs(t, err, sql.ErrTxDone)
 			require.Contains(t, err.Error(), "outbox: write")
 			// A plain *sql.Tx is accepted as well.
-			stx, err := db.DB.BeginTx(t.Context(), nil)
+			stx, err := db.BeginTx(t.Context(), nil)
 			require.NoError(t, err)
 			require.NoError(t, stx.Commit())
 			require.ErrorIs(t, w.Write(t.Context(), stx, "events.a.b", message.NewMessage("", nil)), sql.ErrTxDone)

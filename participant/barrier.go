@@ -94,23 +94,15 @@ func (b barrier) claim(ctx context.Context, action protocol.Action, outcome, rea
 			args = append(args, k.sagaID, k.step, string(action), outcome, reason)
 		}
 		q := b.tx.Rebind(claimHead + placeholders(len(part), 5) + claimTail)
-		rows, err := b.tx.QueryxContext(ctx, q, args...)
-		if err != nil {
+		var inserted []struct {
+			SagaID string `db:"saga_id"`
+			Step   string `db:"step"`
+		}
+		if err := b.tx.SelectContext(ctx, &inserted, q, args...); err != nil {
 			return nil, fmt.Errorf("barrier: claim %d %s action(s): %w", len(part), action, err)
 		}
-		for rows.Next() {
-			var k key
-			if err := rows.Scan(&k.sagaID, &k.step); err != nil {
-				_ = rows.Close()
-				return nil, fmt.Errorf("barrier: claim: %w", err)
-			}
-			claimed[k] = true
-		}
-		if err := rows.Close(); err != nil {
-			return nil, fmt.Errorf("barrier: claim: %w", err)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("barrier: claim: %w", err)
+		for _, r := range inserted {
+			claimed[key{sagaID: r.SagaID, step: r.Step}] = true
 		}
 	}
 	return claimed, nil

@@ -22,7 +22,7 @@ var ErrRejected = errors.New("command rejected")
 
 // ErrReplyTo is the dead-letter reason of a command whose reply subject is not under saga.reply.:
 // a participant replies only where the message contract allows, never to a subject a sender chose.
-var ErrReplyTo = errors.New("reply subject outside saga.reply.")
+var ErrReplyTo = errors.New("reply subject not under saga.reply.>")
 
 // RejectError is a handler's permanent refusal of a command (see Reject).
 type RejectError struct {

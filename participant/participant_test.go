@@ -54,18 +54,6 @@ func setup(t testing.TB, db *sqlx.DB) *bundle {
 	return &bundle{db: db, js: js, pub: pub}
 }
 
-// run runs fn until the test ends, and checks it returned nil.
-func (b *bundle) run(t testing.TB, fn func(context.Context) error) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-}
-
 // participant starts a participant for service on b with handlers registered by reg.
 func (b *bundle) participant(t testing.TB, cfg participant.Config, reg func(p *participant.Participant)) *participant.Participant {
 	t.Helper()

@@ -27,6 +27,11 @@ fi
 log "go vet"
 go vet ./...
 
+# The checked-in lint configuration (.golangci.yml), at a pinned version; built once into Go's
+# build cache (the first build takes a few minutes on 2 cores).
+log "golangci-lint"
+go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
 # -race where goroutines meet shared state; the pure packages run without it (faster, and their
 # fuzz/property tests do many iterations).
 log "go test"

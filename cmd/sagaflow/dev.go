@@ -185,7 +185,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	})
 	if err != nil {
 		cancel()
-		<-runErr
+		<-runErr //nolint:errcheck // the driver's error is the one to report
 		return fmt.Errorf("driver: %w", err)
 	}
 	line, err := json.Marshal(report)

@@ -259,7 +259,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 				return err
 			}
 			if metricsAddr != "" {
-				stop, err := serveMetrics(metricsAddr, obs, node.HealthHandler())
+				stop, err := serveMetrics(ctx, metricsAddr, obs, node.HealthHandler())
 				if err != nil {
 					return err
 				}

@@ -128,8 +128,8 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 // serveMetrics serves /metrics on addr (for processes without the API), and health, when not nil,
 // for every other path (/healthz and /readyz), until stop is called.
-func serveMetrics(addr string, o *observability, health http.Handler) (stop func(), err error) {
-	ln, err := net.Listen("tcp", addr)
+func serveMetrics(ctx context.Context, addr string, o *observability, health http.Handler) (stop func(), err error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("--metrics %s: %w", addr, err)
 	}

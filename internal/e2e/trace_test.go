@@ -297,7 +297,7 @@ func requireAttr(t *testing.T, s sdktrace.ReadOnlySpan, key, want string) {
 	t.Helper()
 	for _, kv := range s.Attributes() {
 		if kv.Key == attribute.Key(key) {
-			require.Equal(t, want, kv.Value.Emit(), "%s: %s", s.Name(), key)
+			require.Equal(t, want, kv.Value.String(), "%s: %s", s.Name(), key)
 			return
 		}
 	}

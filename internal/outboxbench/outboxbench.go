@@ -520,7 +520,7 @@ func (e *env) forwarder(ctx context.Context, cfg Config) (float64, error) {
 	if cerr := fwd.Close(); err == nil && cerr != nil && !strings.Contains(cerr.Error(), "closed") {
 		err = cerr
 	}
-	<-done
+	<-done //nolint:errcheck // the forwarder stops with the error Close gave
 	if err != nil {
 		return 0, err
 	}

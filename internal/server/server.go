@@ -129,7 +129,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	if cfg.HTTPAddr != "" {
-		if n.ln, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		if n.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
 			n.close()
 			return nil, fmt.Errorf("http api: listen on %s: %w", cfg.HTTPAddr, err)
 		}

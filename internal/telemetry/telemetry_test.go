@@ -151,7 +151,7 @@ func TestTraceModes(t *testing.T) {
 func TestMetricsHandlerServesPrometheusText(t *testing.T) {
 	mp, reg, err := telemetry.NewMeterProvider(t.Context(), telemetry.Config{ServiceName: "svc"})
 	require.NoError(t, err)
-	defer mp.Shutdown(t.Context())
+	defer func() { _ = mp.Shutdown(context.Background()) }()
 	c, err := mp.Meter("test").Int64Counter("sagaflow.test.things", metric.WithUnit("{thing}"))
 	require.NoError(t, err)
 	c.Add(t.Context(), 3)

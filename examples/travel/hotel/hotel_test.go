@@ -151,15 +151,17 @@ func TestDuplicateAndBadCommands(t *testing.T) {
 	require.Equal(t, "saga-bad", m.Headers().Get("Sagaflow-Saga-Id"))
 	require.Contains(t, m.Headers().Get("Sagaflow-Dlq-Reason"), "want trip_id, hotel and nights")
 
-	// SAGA_REPLIES is a work queue: it takes only explicit-ack consumers (here, in place of the orchestrator).
-	replies, err := s.js.CreateConsumer(t.Context(), outbox.StreamReplies, jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy})
+	// The three answers reach the orchestrator, which knows no saga "saga-dup" and dead-letters
+	// them with the reason: read them there (SAGA_REPLIES is a work queue the orchestrator owns).
+	answers, err := s.js.OrderedConsumer(t.Context(), outbox.StreamDLQ, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{"saga.dlq.saga.reply.trip-booking"}})
 	require.NoError(t, err)
 	for range 3 {
-		m, err := replies.Next(jetstream.FetchMaxWait(time.Minute))
+		m, err := answers.Next(jetstream.FetchMaxWait(time.Minute))
 		require.NoError(t, err)
-		require.NoError(t, m.Ack())
 		require.Equal(t, "saga-dup", m.Headers().Get("Sagaflow-Saga-Id"))
 		require.Equal(t, "success", m.Headers().Get("Sagaflow-Outcome"), "every copy is answered, from the barrier")
+		require.Contains(t, m.Headers().Get("Sagaflow-Dlq-Reason"), "unknown saga")
 	}
 	require.Equal(t, 1, s.count(t, `SELECT COUNT(*) FROM hotel_holds WHERE trip_id = 'dup'`), "held once")
 	require.Equal(t, 0, s.count(t, `SELECT COUNT(*) FROM hotel_holds WHERE trip_id = 'bad'`))

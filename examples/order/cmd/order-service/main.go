@@ -119,7 +119,7 @@ func run(ctx context.Context, f flags) error {
 		_ = tel.shutdown(sctx) // flushes the last spans
 	}()
 	if f.metrics != "" {
-		ln, err := net.Listen("tcp", f.metrics)
+		ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", f.metrics)
 		if err != nil {
 			return fmt.Errorf("--metrics: %w", err)
 		}
