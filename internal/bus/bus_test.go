@@ -106,7 +106,7 @@ func TestPublisher(t *testing.T) {
 func TestSubscriber(t *testing.T) {
 	t.Parallel()
 	js, pub := setup(t)
-	sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", MaxDeliver: 3})
+	sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", FilterSubjects: []string{"events.sub.>"}, MaxDeliver: 3})
 	require.NoError(t, err)
 	ch, err := sub.Subscribe(t.Context(), "events.sub.>")
 	require.NoError(t, err)
