@@ -26,8 +26,9 @@
 // NewRelay(db, js, cfg) reads db's outbox and publishes to JetStream (EnsureStreams creates the
 // streams). The participant runs one itself; the orchestrator node ("sagaflow serve") too; "sagaflow
 // relay" is the same relay as a process of its own. Relay claims committed rows in batches, oldest
-// first, publishes each batch pipelined with Nats-Msg-Id = message id, and marks the acknowledged rows published (deletes
-// them, or keeps them for RelayConfig.Retention). On PostgreSQL the claim is SELECT … FOR UPDATE
+// first, publishes each batch pipelined with Nats-Msg-Id = "<subject>:<message id>" (bus.MsgID),
+// and marks the acknowledged rows published (deletes them, or keeps them for
+// RelayConfig.Retention). On PostgreSQL the claim is SELECT … FOR UPDATE
 // SKIP LOCKED held while the batch is in flight, so any number of relays share the work, and a
 // relay that dies mid-batch leaves its rows to the others at once; the re-publish carries the same
 // Nats-Msg-Id and JetStream drops the duplicate inside its window. Relays are woken by

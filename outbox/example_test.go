@@ -75,5 +75,5 @@ func ExampleNewRelay() {
 	if err := <-done; err != nil {
 		panic(err)
 	}
-	// Output: events.order.placed order-1-placed {"order_id":"o-1"}
+	// Output: events.order.placed events.order.placed:order-1-placed {"order_id":"o-1"}
 }

@@ -3,6 +3,7 @@ package outbox_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -104,7 +105,10 @@ func readStream(t *testing.T, js jetstream.JetStream, stream, filter string, wan
 		batch, err := cons.Fetch(min(total-len(out), 1000), jetstream.FetchMaxWait(5*time.Second))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
-			out = append(out, streamMsg{id: m.Headers().Get("Nats-Msg-Id"), subject: m.Subject(), data: string(m.Data()), headers: m.Headers()})
+			// The relay publishes with Nats-Msg-Id "<subject>:<message id>" (bus.MsgID).
+			id, ok := strings.CutPrefix(m.Headers().Get("Nats-Msg-Id"), m.Subject()+":")
+			require.True(t, ok, "Nats-Msg-Id %q of a message on %s", m.Headers().Get("Nats-Msg-Id"), m.Subject())
+			out = append(out, streamMsg{id: id, subject: m.Subject(), data: string(m.Data()), headers: m.Headers()})
 		}
 		require.NoError(t, batch.Error())
 	}

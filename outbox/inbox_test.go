@@ -53,7 +53,7 @@ func TestInbox(t *testing.T) {
 		require.NoError(t, err)
 
 		t.Run("AppliesOnce", func(t *testing.T) {
-			sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "once", MaxDeliver: 10, AckWait: 5 * time.Second})
+			sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "once", FilterSubjects: []string{"events.inbox.once"}, MaxDeliver: 10, AckWait: 5 * time.Second})
 			require.NoError(t, err)
 			inbox := outbox.NewInbox(db, "once")
 			var calls, effects atomic.Int32
@@ -95,7 +95,7 @@ func TestInbox(t *testing.T) {
 
 		t.Run("DeadLettersAfterMaxDeliveries", func(t *testing.T) {
 			const maxDeliver = 3
-			sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "failing", MaxDeliver: maxDeliver, AckWait: 5 * time.Second})
+			sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "failing", FilterSubjects: []string{"events.inbox.failing"}, MaxDeliver: maxDeliver, AckWait: 5 * time.Second})
 			require.NoError(t, err)
 			inbox := outbox.NewInbox(db, "failing")
 			var calls atomic.Int32

@@ -96,8 +96,8 @@ const rowsPerInsert = 500
 
 // Write adds msgs to the outbox inside tx; they are published after tx commits, and never if it
 // rolls back. Each message goes to subject, or to its bus.SubjectKey metadata when set. A message
-// with an empty UUID gets a UUIDv7 (set on msg, so the caller can read it); the UUID becomes
-// Nats-Msg-Id. Metadata become headers, except "_sagaflow_" keys. A message without a traceparent
+// with an empty UUID gets a UUIDv7 (set on msg, so the caller can read it); the relay publishes it
+// with Nats-Msg-Id "<subject>:<UUID>" (bus.MsgID). Metadata become headers, except "_sagaflow_" keys. A message without a traceparent
 // gets ctx's trace context (W3C traceparent, tracestate, baggage), so its consumer's span joins the
 // trace of whatever wrote it.
 //
@@ -161,7 +161,7 @@ func (w *Writer) row(subject string, m *message.Message) (row, error) {
 	}
 	headers := make(map[string]string, len(m.Metadata))
 	// NATS counts "NATS/1.0\r\n", each "Key: value\r\n", the final "\r\n", and the payload.
-	size := len("NATS/1.0\r\n\r\n") + len(nats.MsgIdHdr) + len(m.UUID) + 4 + len(m.Payload)
+	size := len("NATS/1.0\r\n\r\n") + len(nats.MsgIdHdr) + len(bus.MsgID(subject, m.UUID)) + 4 + len(m.Payload)
 	for k, v := range m.Metadata {
 		if strings.HasPrefix(k, "_sagaflow_") {
 			continue

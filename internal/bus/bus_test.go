@@ -9,6 +9,7 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
@@ -74,7 +75,7 @@ func TestPublisher(t *testing.T) {
 		raw, err := s.GetMsg(t.Context(), 8)
 		require.NoError(t, err)
 		require.Equal(t, "events.other.y", raw.Subject)
-		require.Equal(t, "id-7", raw.Header.Get("Nats-Msg-Id"))
+		require.Equal(t, "events.other.y:id-7", raw.Header.Get("Nats-Msg-Id"), "bus.MsgID")
 		require.Equal(t, "tp", raw.Header.Get("traceparent"))
 		require.Empty(t, raw.Header.Get("_sagaflow_local"))
 	})
@@ -104,10 +105,44 @@ func TestPublisher(t *testing.T) {
 	})
 }
 
+func TestPublisherForward(t *testing.T) {
+	t.Parallel()
+	js, pub := setup(t)
+	sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "fwd", FilterSubjects: []string{"events.fwd.>"}})
+	require.NoError(t, err)
+	t.Cleanup(func() { require.NoError(t, sub.Close()) })
+
+	require.NoError(t, pub.Publish("events.fwd.a", message.NewMessage("f-1", []byte("a"))))
+	require.NoError(t, pub.Publish("events.fwd.a", message.NewMessage("f-1", []byte("a"))), "a re-publish is acknowledged")
+	require.Equal(t, uint64(1), streamMsgs(t, js, bus.StreamEvents), "and dropped: same id, same subject")
+	require.NoError(t, pub.Publish("events.fwd.b", message.NewMessage("f-1", []byte("b"))))
+	require.Equal(t, uint64(2), streamMsgs(t, js, bus.StreamEvents), "the same UUID forwarded to another subject is stored")
+	// Other clients set Nats-Msg-Id to the bare message id (the README's contract).
+	_, err = js.PublishMsg(t.Context(), &nats.Msg{Subject: "events.fwd.c", Data: []byte("c"), Header: nats.Header{nats.MsgIdHdr: {"foreign-1"}}})
+	require.NoError(t, err)
+	_, err = js.PublishMsg(t.Context(), &nats.Msg{Subject: "events.fwd.d", Data: []byte("d"), Header: nats.Header{nats.MsgIdHdr: {"events.fwd.c:x"}}})
+	require.NoError(t, err)
+
+	ch, err := sub.Subscribe(t.Context(), "events.fwd.>")
+	require.NoError(t, err)
+	got := map[string]string{}
+	for range 4 {
+		m := receive(t, ch)
+		got[m.Metadata.Get(bus.SubjectKey)] = m.UUID + "/" + string(m.Payload)
+		m.Ack()
+	}
+	require.Equal(t, map[string]string{
+		"events.fwd.a": "f-1/a",
+		"events.fwd.b": "f-1/b",
+		"events.fwd.c": "foreign-1/c",
+		"events.fwd.d": "events.fwd.c:x/d", // only its own subject is stripped
+	}, got)
+}
+
 func TestSubscriber(t *testing.T) {
 	t.Parallel()
 	js, pub := setup(t)
-	sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", MaxDeliver: 3})
+	sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", FilterSubjects: []string{"events.sub.>"}, MaxDeliver: 3})
 	require.NoError(t, err)
 	ch, err := sub.Subscribe(t.Context(), "events.sub.>")
 	require.NoError(t, err)

@@ -9,11 +9,17 @@
 //   - EnsureStreams creates or updates the streams of DESIGN.md ("Messages") with file storage and a
 //     configurable duplicate window; every component calls it at start and it is idempotent.
 //   - Publisher pipelines a whole batch with JetStream's asynchronous publish, sets Nats-Msg-Id to
-//     the Watermill UUID (so JetStream drops a re-publish inside the duplicate window), and returns
-//     only when every message is acknowledged, or a *PublishError naming those that were not.
-//   - Subscriber consumes a durable pull consumer it creates or updates but never deletes, hands up
-//     to MaxInFlight messages to the router at once, double-acks on Ack and naks (with delay) on Nack.
-//     A message's UUID is its Nats-Msg-Id; its metadata are its headers plus SubjectKey and DeliveryKey.
+//     MsgID(subject, UUID) = "<subject>:<UUID>" (so JetStream drops a re-publish to the same subject
+//     inside the duplicate window, and stores the same UUID forwarded to another subject), and
+//     returns only when every message is acknowledged, or a *PublishError naming those that were not.
+//   - Subscriber consumes a durable pull consumer per topic (or the one its FilterSubjects name) that
+//     it creates or updates but never deletes, hands up to MaxInFlight messages to the router at
+//     once, double-acks on Ack and naks (with delay) on Nack, and cancels a message's context once it
+//     is settled. A message's UUID is its Nats-Msg-Id without the "<subject>:" prefix; its metadata
+//     are its headers plus SubjectKey and DeliveryKey. A last allowed delivery (MaxDeliver) that is
+//     Nacked or left unsettled is logged at Error and counted in AbandonedMetric.
+//   - Both pass Watermill's universal Pub/Sub suite (pubsub_test.go); the features it runs with say
+//     what they guarantee: consumer groups and persistence, at-least-once, no ordering.
 //   - Both heal the bus: a Subscriber that finds its consumer or stream missing (checked every
 //     CheckInterval, and at once when the server reports the consumer deleted) recreates them and
 //     goes on consuming; a Publisher whose messages for a Sagaflow stream fail because no stream

@@ -23,7 +23,7 @@ var ErrAckTimeout = errors.New("bus: no publish acknowledgement within the ack t
 // MessageError is the failure to publish one message of a batch.
 type MessageError struct {
 	Index   int    // position of the message in the Publish call
-	UUID    string // the message's UUID (its Nats-Msg-Id)
+	UUID    string // the message's UUID (its Nats-Msg-Id is MsgID(Subject, UUID))
 	Subject string
 	Err     error
 }

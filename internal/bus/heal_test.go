@@ -100,7 +100,7 @@ func TestSubscriberRecreates(t *testing.T) {
 		t.Parallel()
 		js, pub := setup(t)
 		obs := observe(t)
-		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", Logger: obs.log, MeterProvider: obs.mp})
+		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", FilterSubjects: []string{"events.heal.>"}, Logger: obs.log, MeterProvider: obs.mp})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, sub.Close()) })
 		ch, err := sub.Subscribe(t.Context(), "events.heal.>")
@@ -136,7 +136,7 @@ func TestSubscriberRecreates(t *testing.T) {
 		obs := observe(t)
 		// A tiny CheckInterval checks the consumer after every message, so receiving message n+1
 		// proves the ack floor was read after message n was handed out.
-		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc",
+		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", FilterSubjects: []string{"events.floor.>"},
 			CheckInterval: time.Nanosecond, MeterProvider: obs.mp})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, sub.Close()) })
@@ -172,7 +172,7 @@ func TestSubscriberRecreates(t *testing.T) {
 
 		// A process restarted later subscribes to the recreated consumer (which starts at a
 		// sequence, a setting JetStream does not let an update change) without an error.
-		again, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc"})
+		again, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", FilterSubjects: []string{"events.floor.>"}})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, again.Close()) })
 		_, err = again.Subscribe(t.Context(), "events.floor.>")
@@ -184,7 +184,7 @@ func TestSubscriberRecreates(t *testing.T) {
 		js, _ := setup(t)
 		obs := observe(t)
 		require.NoError(t, js.DeleteStream(t.Context(), bus.StreamCommands))
-		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamCommands, Durable: "svc", MeterProvider: obs.mp})
+		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamCommands, Durable: "svc", FilterSubjects: []string{"saga.cmd.svc.>"}, MeterProvider: obs.mp})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, sub.Close()) })
 		_, err = sub.Subscribe(t.Context(), "saga.cmd.svc.>")
@@ -200,7 +200,7 @@ func TestSubscriberRecreates(t *testing.T) {
 		// The settings this process applied are the ones a lost stream comes back with.
 		require.NoError(t, bus.EnsureStreams(t.Context(), js, bus.StreamsConfig{Duplicates: 7 * time.Minute}))
 		obs := observe(t)
-		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", Logger: obs.log, MeterProvider: obs.mp})
+		sub, err := bus.NewSubscriber(js, bus.SubscriberConfig{Stream: bus.StreamEvents, Durable: "svc", FilterSubjects: []string{"events.gone.>"}, Logger: obs.log, MeterProvider: obs.mp})
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, sub.Close()) })
 		ch, err := sub.Subscribe(t.Context(), "events.gone.>")

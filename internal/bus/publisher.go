@@ -106,8 +106,16 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) (*Publisher, erro
 	return &Publisher{js: js, cfg: cfg, heal: &streamHeal{healer: newHealer(js, cfg.Logger, cfg.MeterProvider)}, lookups: map[string]lookup{}}, nil
 }
 
+// MsgID returns the Nats-Msg-Id a Publisher gives a message with uuid published to subject:
+// "<subject>:<uuid>". JetStream's duplicate window is keyed on this header per stream, so the same
+// message published again to the same subject (a relay's re-publish after a crash) is dropped,
+// while the same UUID published to another subject of the same stream (a Watermill forward, a
+// fan-out) is a different message and is stored. A Subscriber strips the "<subject>:" prefix again
+// (see Subscriber.Subscribe), so the message keeps its UUID end to end.
+func MsgID(subject, uuid string) string { return subject + ":" + uuid }
+
 // Publish sends msgs to JetStream and returns when every one is acknowledged. The subject is topic,
-// or the message's SubjectKey metadata when set; Nats-Msg-Id is the message's UUID; every other
+// or the message's SubjectKey metadata when set; Nats-Msg-Id is MsgID(subject, UUID); every other
 // metadata entry becomes a header of the same name (case kept). Messages go out in order on one
 // connection, up to MaxPending in flight. When some are not acknowledged, it returns a
 // *PublishError listing exactly those (use IsPermanentPublishError to tell a bad message from an
@@ -159,7 +167,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		if s := m.Metadata.Get(SubjectKey); s != "" {
 			subjects[i] = s
 		}
-		f, err := p.js.PublishMsgAsync(natsMsg(subjects[i], m), jetstream.WithMsgID(m.UUID))
+		f, err := p.js.PublishMsgAsync(natsMsg(subjects[i], m), jetstream.WithMsgID(MsgID(subjects[i], m.UUID)))
 		if err != nil {
 			fail(i, subjects[i], err)
 			continue

@@ -2,6 +2,8 @@ package bus
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
 
@@ -20,15 +24,21 @@ import (
 type SubscriberConfig struct {
 	// Stream the consumer reads; required.
 	Stream string
-	// Durable names the pull consumer, shared by every replica of the service; required. It is
-	// created or updated with CreateOrUpdateConsumer and never deleted by Sagaflow.
+	// Durable names the pull consumers, shared by every replica of the service (a consumer group);
+	// required. With FilterSubjects, it is the name of the one consumer every Subscribe reads;
+	// without, each Subscribe(topic) reads its own consumer, named Subscriber.Durable(topic). A
+	// consumer is created or updated with CreateOrUpdateConsumer and never deleted by Sagaflow.
 	Durable string
-	// FilterSubjects restricts the consumer; default: the topic passed to Subscribe.
+	// FilterSubjects fixes the consumer's filter, whatever topic Subscribe is given. Empty: each
+	// topic passed to Subscribe is the filter of its own consumer.
 	FilterSubjects []string
 	// AckWait is how long JetStream waits for an ack before redelivering; default 30s.
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries of one message; default 5. Pair it with DeadLetter(pub,
-	// MaxDeliver) so the last failed delivery goes to the dead-letter stream.
+	// MaxDeliver bounds deliveries of one message; default 5. JetStream does not deliver a message
+	// again after its last delivery, whatever happens to it: pair the Subscriber with DeadLetter(pub,
+	// MaxDeliver) so that a last delivery that fails goes to the dead-letter stream. A last delivery
+	// that is Nacked anyway (no DeadLetter, or the dead-letter publish failed), or left unsettled, is
+	// abandoned by JetStream: the Subscriber logs it at Error and counts it in AbandonedMetric.
 	MaxDeliver int
 	// MaxAckPending bounds unacknowledged messages across all replicas; default 1000.
 	MaxAckPending int
@@ -41,9 +51,10 @@ type SubscriberConfig struct {
 	// (and its stream) when it is missing and to learn its ack floor (where a recreated consumer
 	// starts); default 5s. While idle it checks at most every 50ms.
 	CheckInterval time.Duration
-	// Logger receives ack failures and recreations (Warn); nil discards.
+	// Logger receives ack failures and recreations (Warn) and abandoned messages (Error); nil
+	// discards.
 	Logger *slog.Logger
-	// MeterProvider receives RecreatedMetric; nil: the global provider.
+	// MeterProvider receives RecreatedMetric and AbandonedMetric; nil: the global provider.
 	MeterProvider metric.MeterProvider
 }
 
@@ -103,8 +114,9 @@ func (c SubscriberConfig) validate() error {
 // consumer, so a restart resumes where it left off. A consumer or stream that goes missing while
 // it runs is recreated (see Subscribe).
 type Subscriber struct {
-	js  jetstream.JetStream
-	cfg SubscriberConfig
+	js        jetstream.JetStream
+	cfg       SubscriberConfig
+	abandoned metric.Int64Counter
 
 	mu      sync.Mutex
 	closed  bool
@@ -121,15 +133,36 @@ func NewSubscriber(js jetstream.JetStream, cfg SubscriberConfig) (*Subscriber, e
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("new subscriber: %w", err)
 	}
-	return &Subscriber{js: js, cfg: cfg, closing: make(chan struct{})}, nil
+	mp := cfg.MeterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	abandoned, _ := mp.Meter(meterScope).Int64Counter("sagaflow.bus.abandoned", metric.WithUnit("{message}"),
+		metric.WithDescription("Messages whose last allowed delivery (MaxDeliver) was Nacked or left unsettled: JetStream will not deliver them again."))
+	return &Subscriber{js: js, cfg: cfg, abandoned: abandoned, closing: make(chan struct{})}, nil
 }
 
-// Subscribe creates or updates the durable consumer and returns the channel of its messages, closed
-// when ctx ends or the Subscriber is closed. Every message's UUID is its Nats-Msg-Id (or
-// "<stream>:<sequence>" when it has none), its metadata its headers plus SubjectKey and
-// DeliveryKey. The message must be Acked or Nacked; one left alone is redelivered after AckWait.
-// A Subscriber reads one durable consumer: subscribe once per Subscriber (a second Subscribe with
-// another topic would change the consumer's filter).
+// AbandonedMetric counts the messages a Subscriber saw JetStream give up on: their last allowed
+// delivery (SubscriberConfig.MaxDeliver) was Nacked, or was still unsettled when the subscription
+// ended, so no consumer will see them again (they stay in the stream). Attributes: stream,
+// consumer. Prometheus: sagaflow_bus_abandoned_total. With the DeadLetter middleware it stays at
+// zero unless a dead-letter publish fails on a last delivery.
+const AbandonedMetric = "sagaflow.bus.abandoned"
+
+// Subscribe creates or updates the durable consumer Durable(topic) and returns the channel of its
+// messages, closed when ctx ends or the Subscriber is closed. Every message's UUID is its
+// Nats-Msg-Id without the "<subject>:" prefix a Publisher puts before it (see MsgID; a header
+// without that prefix, from another client, is the UUID as it is), or "<stream>:<sequence>" when
+// it has none; its metadata are its headers plus SubjectKey and DeliveryKey. The message must be
+// Acked or Nacked; one left alone is redelivered after AckWait. Its context is cancelled once it is
+// Acked or Nacked, and when the subscription ends (Watermill's contract).
+//
+// Each topic has its own consumer (without FilterSubjects), so several Subscribe calls on one
+// Subscriber, with different topics, never disturb each other; two calls with the same topic (or
+// any calls with FilterSubjects) read the same consumer and share its messages, as replicas do.
+//
+// When the subscription ends, the messages it has fetched but not handed out are Nacked, so that
+// another replica gets them at once instead of after AckWait.
 //
 // While it runs, the subscription checks every CheckInterval that its consumer still exists. When
 // the consumer or its stream is gone, it recreates the stream (with the settings EnsureStreams
@@ -148,7 +181,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		filters = []string{topic}
 	}
 	cc := jetstream.ConsumerConfig{
-		Durable:       s.cfg.Durable,
+		Durable:       s.Durable(topic),
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       s.cfg.AckWait,
 		MaxDeliver:    s.cfg.MaxDeliver,
@@ -166,7 +199,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	iter, err := c.cons.Messages(jetstream.PullMaxMessages(s.cfg.MaxInFlight))
 	if err != nil {
-		return nil, fmt.Errorf("subscribe %s: consume %s/%s: %w", topic, s.cfg.Stream, s.cfg.Durable, err)
+		return nil, fmt.Errorf("subscribe %s: consume %s/%s: %w", topic, s.cfg.Stream, cc.Durable, err)
 	}
 	c.iter = iter
 	out := make(chan *message.Message)
@@ -187,6 +220,34 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		c.run(ctx, out)
 	}()
 	return out, nil
+}
+
+// maxNameLen bounds the consumer names Durable derives (JetStream allows 255 bytes; the name is
+// also a directory of the server's store).
+const maxNameLen = 128
+
+// Durable returns the name of the durable consumer Subscribe(topic) reads: the configured Durable
+// when FilterSubjects is set (the name Sagaflow's own consumers have always had), else
+// "<Durable>_<topic with every character other than letters, digits, '-' and '_' replaced by
+// '_'>_<the first 12 hex digits of the topic's SHA-256>", shortened to 128 bytes. The hash keeps
+// topics that differ only in replaced characters ("a.b", "a_b", "a.*") apart; the name is
+// deterministic, so every replica and every restart finds the same consumer.
+func (s *Subscriber) Durable(topic string) string {
+	if len(s.cfg.FilterSubjects) > 0 {
+		return s.cfg.Durable
+	}
+	sum := sha256.Sum256([]byte(topic))
+	suffix := "_" + hex.EncodeToString(sum[:])[:12]
+	readable := []byte(s.cfg.Durable + "_" + topic)
+	for i := len(s.cfg.Durable) + 1; i < len(readable); i++ {
+		if c := readable[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			readable[i] = '_'
+		}
+	}
+	if len(readable)+len(suffix) > maxNameLen {
+		readable = readable[:max(maxNameLen-len(suffix), 0)]
+	}
+	return string(readable) + suffix
 }
 
 // consumption is one subscription: the durable consumer it reads, recreated when it goes missing.
@@ -232,26 +293,27 @@ func (c *consumption) start(ctx context.Context) error {
 	}
 	c.created = st.CachedInfo().Created
 	cc := c.cc
-	if have, err := c.s.js.Consumer(ctx, cfg.Stream, cfg.Durable); err == nil {
+	if have, err := c.s.js.Consumer(ctx, cfg.Stream, c.cc.Durable); err == nil {
 		hc := have.CachedInfo().Config
 		cc.DeliverPolicy, cc.OptStartSeq, cc.OptStartTime = hc.DeliverPolicy, hc.OptStartSeq, hc.OptStartTime
 	}
 	cons, err := c.s.js.CreateOrUpdateConsumer(ctx, cfg.Stream, cc)
 	if err != nil {
-		return fmt.Errorf("create consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+		return fmt.Errorf("create consumer %s on stream %s: %w", c.cc.Durable, cfg.Stream, err)
 	}
 	c.cons = cons
 	c.ackFloor = cons.CachedInfo().AckFloor.Stream
 	return nil
 }
 
-// stop stops consuming for good.
+// stop stops consuming for good. It drains the iterator: the messages it has already fetched are
+// still returned by Next, so that run hands them back (Nak) instead of leaving them to AckWait.
 func (c *consumption) stop() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.stopped = true
 	if c.iter != nil {
-		c.iter.Stop()
+		c.iter.Drain()
 	}
 }
 
@@ -271,6 +333,11 @@ func (c *consumption) run(ctx context.Context, out chan<- *message.Message) {
 	c.mu.Unlock()
 	for {
 		if !c.fetch(ctx, iter, out, slots, &settling) {
+			c.stop()
+			c.mu.Lock()
+			iter = c.iter
+			c.mu.Unlock()
+			c.handBack(ctx, iter)
 			return
 		}
 		iter.Stop()
@@ -289,6 +356,26 @@ func (c *consumption) run(ctx context.Context, out chan<- *message.Message) {
 	}
 }
 
+// handBack Naks what the drained iter still holds (fetched, never handed out), so JetStream
+// delivers it again at once, to another replica or the next subscription.
+func (c *consumption) handBack(ctx context.Context, iter jetstream.MessagesContext) {
+	for {
+		jm, err := iter.Next(jetstream.NextMaxWait(time.Second))
+		if err != nil {
+			return
+		}
+		c.nakUnsent(ctx, jm)
+	}
+}
+
+// nakUnsent Naks jm, which was fetched but never handed out.
+func (c *consumption) nakUnsent(ctx context.Context, jm jetstream.Msg) {
+	if err := jm.Nak(); err != nil {
+		c.s.cfg.Logger.WarnContext(ctx, "nak unsent message", "subject", jm.Subject(), "consumer", c.cc.Durable, "err", err)
+	}
+	c.s.lastDelivery(ctx, jm, "fetched on its last delivery but not handed out before the subscription ended")
+}
+
 // resume recreates what is missing and returns a new iterator over the consumer; nil when ctx
 // ends or the connection is closed for good.
 func (c *consumption) resume(ctx context.Context) jetstream.MessagesContext {
@@ -302,10 +389,10 @@ func (c *consumption) resume(ctx context.Context) jetstream.MessagesContext {
 			return iter
 		}
 		if c.s.js.Conn().IsClosed() {
-			cfg.Logger.WarnContext(ctx, "consume: connection closed", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+			cfg.Logger.WarnContext(ctx, "consume: connection closed", "stream", cfg.Stream, "consumer", c.cc.Durable, "err", err)
 			return nil
 		}
-		cfg.Logger.WarnContext(ctx, "consume recreated consumer failed; retrying", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+		cfg.Logger.WarnContext(ctx, "consume recreated consumer failed; retrying", "stream", cfg.Stream, "consumer", c.cc.Durable, "err", err)
 		select {
 		case <-time.After(time.Second):
 		case <-ctx.Done():
@@ -349,7 +436,7 @@ func (c *consumption) fetch(ctx context.Context, iter jetstream.MessagesContext,
 				// Nothing to fetch: time to check the consumer (below).
 			default:
 				// Heartbeat loss and the like: the iterator keeps trying; do not spin.
-				cfg.Logger.WarnContext(ctx, "consume", "stream", cfg.Stream, "consumer", cfg.Durable, "err", err)
+				cfg.Logger.WarnContext(ctx, "consume", "stream", cfg.Stream, "consumer", c.cc.Durable, "err", err)
 				select {
 				case <-time.After(100 * time.Millisecond):
 				case <-ctx.Done():
@@ -358,18 +445,29 @@ func (c *consumption) fetch(ctx context.Context, iter jetstream.MessagesContext,
 			}
 		} else {
 			msg := toMessage(cfg.Stream, jm)
-			msg.SetContext(ctx)
+			// The message's own context ends once it is settled (or the subscription ends), as
+			// Watermill's contract says, so work tied to it stops with it.
+			mctx, mcancel := context.WithCancel(ctx)
+			msg.SetContext(mctx)
+			if ctx.Err() != nil {
+				mcancel()
+				<-slots
+				c.nakUnsent(ctx, jm)
+				return false
+			}
 			select {
 			case out <- msg:
 			case <-ctx.Done():
-				// Not handed out: JetStream redelivers it after AckWait.
+				mcancel()
 				<-slots
+				c.nakUnsent(ctx, jm)
 				return false
 			}
 			settling.Add(1)
 			go func() {
 				defer settling.Done()
 				defer func() { <-slots }()
+				defer mcancel()
 				c.s.settle(ctx, msg, jm)
 			}()
 		}
@@ -410,7 +508,7 @@ func (c *consumption) recreate(ctx context.Context) bool {
 		}
 		if !errors.Is(err, errNotSettled) {
 			c.s.cfg.Logger.WarnContext(ctx, "recreate missing consumer failed; retrying", "stream", c.s.cfg.Stream,
-				"consumer", c.s.cfg.Durable, "err", err, "backoff", backoff)
+				"consumer", c.cc.Durable, "err", err, "backoff", backoff)
 		}
 		select {
 		case <-time.After(backoff):
@@ -433,18 +531,18 @@ func (c *consumption) recreateOnce(ctx context.Context) error {
 		return fmt.Errorf("stream %s: %w", cfg.Stream, err)
 	}
 	created := st.CachedInfo().Created
-	key := cfg.Stream + "/" + cfg.Durable
-	if cons, err := c.s.js.Consumer(rctx, cfg.Stream, cfg.Durable); err == nil {
+	key := cfg.Stream + "/" + c.cc.Durable
+	if cons, err := c.s.js.Consumer(rctx, cfg.Stream, c.cc.Durable); err == nil {
 		// It is there again (a restart that kept the store, or another replica recreated it).
 		c.heal.settled(key, false)
 		c.cons, c.created = cons, created
 		c.ackFloor = cons.CachedInfo().AckFloor.Stream
 		return nil
 	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return fmt.Errorf("consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+		return fmt.Errorf("consumer %s on stream %s: %w", c.cc.Durable, cfg.Stream, err)
 	}
 	if !c.heal.settled(key, true) {
-		return fmt.Errorf("consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, errNotSettled)
+		return fmt.Errorf("consumer %s on stream %s: %w", c.cc.Durable, cfg.Stream, errNotSettled)
 	}
 	cc := c.cc
 	start := uint64(0)
@@ -456,13 +554,13 @@ func (c *consumption) recreateOnce(ctx context.Context) error {
 	}
 	cons, err := c.s.js.CreateConsumer(rctx, cfg.Stream, cc)
 	if errors.Is(err, jetstream.ErrConsumerExists) {
-		cons, err = c.s.js.Consumer(rctx, cfg.Stream, cfg.Durable) // another replica was faster
+		cons, err = c.s.js.Consumer(rctx, cfg.Stream, c.cc.Durable) // another replica was faster
 	} else if err == nil {
 		c.heal.settled(key, false)
-		c.heal.recreated(ctx, kindConsumer, key, "stream", cfg.Stream, "consumer", cfg.Durable, "start_sequence", start)
+		c.heal.recreated(ctx, kindConsumer, key, "stream", cfg.Stream, "consumer", c.cc.Durable, "start_sequence", start)
 	}
 	if err != nil {
-		return fmt.Errorf("recreate consumer %s on stream %s: %w", cfg.Durable, cfg.Stream, err)
+		return fmt.Errorf("recreate consumer %s on stream %s: %w", c.cc.Durable, cfg.Stream, err)
 	}
 	c.cons, c.created = cons, created
 	c.ackFloor = cons.CachedInfo().AckFloor.Stream
@@ -484,6 +582,7 @@ func (s *Subscriber) settle(ctx context.Context, msg *message.Message, jm jetstr
 			acked = true
 		case <-msg.Nacked():
 		default:
+			s.lastDelivery(ctx, jm, "unsettled on its last delivery when the subscription ended")
 			return
 		}
 	}
@@ -506,12 +605,28 @@ func (s *Subscriber) settle(ctx context.Context, msg *message.Message, jm jetstr
 	if err != nil {
 		s.cfg.Logger.Warn("nak", "message_id", msg.UUID, "subject", jm.Subject(), "err", err)
 	}
+	s.lastDelivery(ctx, jm, "nacked on its last delivery")
+}
+
+// lastDelivery reports jm, given up by this process, when it was its last allowed delivery: JetStream
+// will not deliver it again, so it is logged at Error and counted in AbandonedMetric, never dropped
+// silently. The DeadLetter middleware keeps this from happening to a message whose handler fails.
+func (s *Subscriber) lastDelivery(ctx context.Context, jm jetstream.Msg, why string) {
+	md, err := jm.Metadata()
+	if err != nil || md.NumDelivered < uint64(s.cfg.MaxDeliver) {
+		return
+	}
+	ctx = context.WithoutCancel(ctx)
+	s.abandoned.Add(ctx, 1, metric.WithAttributes(attribute.String("stream", md.Stream), attribute.String("consumer", md.Consumer)))
+	s.cfg.Logger.ErrorContext(ctx, "message abandoned: JetStream will not deliver it again", "reason", why,
+		"message_id", messageUUID(jm.Subject(), jm.Headers().Get(nats.MsgIdHdr)), "subject", jm.Subject(),
+		"stream", md.Stream, "consumer", md.Consumer, "stream_sequence", md.Sequence.Stream, "attempt", md.NumDelivered)
 }
 
 // toMessage converts a JetStream message to a Watermill message.
 func toMessage(stream string, jm jetstream.Msg) *message.Message {
 	h := jm.Headers()
-	id := h.Get(nats.MsgIdHdr)
+	id := messageUUID(jm.Subject(), h.Get(nats.MsgIdHdr))
 	md, mdErr := jm.Metadata()
 	if id == "" {
 		if mdErr == nil {
@@ -532,8 +647,20 @@ func toMessage(stream string, jm jetstream.Msg) *message.Message {
 	return msg
 }
 
-// Close stops every subscription's fetching and waits for their goroutines; messages handed out and
-// not yet settled are left to JetStream's redelivery. It is safe to call twice.
+// messageUUID returns the UUID of a message received on subject with Nats-Msg-Id msgID: msgID
+// without the "<subject>:" prefix MsgID puts before it, or msgID itself when it does not start so
+// (a message published by another client, whose Nats-Msg-Id is its id).
+func messageUUID(subject, msgID string) string {
+	if id, ok := strings.CutPrefix(msgID, subject+":"); ok && id != "" {
+		return id
+	}
+	return msgID
+}
+
+// Close stops every subscription's fetching and waits for their goroutines; messages fetched but
+// not handed out are Nacked (delivered again at once), messages handed out and not yet settled are
+// left to JetStream's redelivery after AckWait (their handlers may still be running). It is safe
+// to call twice.
 func (s *Subscriber) Close() error {
 	s.mu.Lock()
 	if !s.closed {

@@ -41,7 +41,7 @@ var instrumentRE = regexp.MustCompile(`(Int64Counter|Float64Histogram|Int64Obser
 func knownMetrics(t *testing.T) map[string]bool {
 	t.Helper()
 	known := map[string]bool{}
-	for _, f := range []string{"engine/telemetry.go", "outbox/telemetry.go", "internal/bus/deadletter.go", "internal/bus/heal.go"} {
+	for _, f := range []string{"engine/telemetry.go", "outbox/telemetry.go", "internal/bus/deadletter.go", "internal/bus/heal.go", "internal/bus/subscriber.go"} {
 		for _, m := range instrumentRE.FindAllStringSubmatch(string(read(t, f)), -1) {
 			kind, name, unit := m[1], strings.ReplaceAll(m[2], ".", "_"), m[3]
 			if unit == "s" {
@@ -65,7 +65,7 @@ func knownMetrics(t *testing.T) map[string]bool {
 		"sagaflow_step_duration_seconds_bucket", "sagaflow_step_retries_total", "sagaflow_step_timeouts_total", "sagaflow_late_effects_total",
 		"sagaflow_outbox_backlog", "sagaflow_outbox_oldest_unpublished_age_seconds", "sagaflow_outbox_quarantined",
 		"sagaflow_relay_published_total", "sagaflow_relay_quarantined_total", "sagaflow_dead_lettered_total",
-		"sagaflow_bus_recreated_total"} {
+		"sagaflow_bus_recreated_total", "sagaflow_bus_abandoned_total"} {
 		require.True(t, known[name], "the code defines %s (found %v)", name, known)
 	}
 	return known
@@ -279,6 +279,7 @@ func TestAlertRules(t *testing.T) {
 	require.Equal(t, map[string]string{
 		"SagaflowSagaFailed": "page", "SagaflowLateEffect": "page", "SagaflowOutboxStuck": "page", "SagaflowDeadLetters": "ticket",
 		"SagaflowNoProgress": "page", "SagaflowCompensationRateHigh": "warning", "SagaflowBusRecreated": "ticket",
+		"SagaflowMessagesAbandoned": "ticket",
 	}, severities)
 }
 

@@ -3,9 +3,10 @@
 // ("The message contract") so that a participant in any language can be built from it with a plain
 // NATS client; this package is its one Go implementation, shared by engine and participant.
 //
-// Every message is a Watermill message whose UUID is the message id (sent as Nats-Msg-Id, so
-// JetStream drops a re-publish inside its duplicate window) and whose metadata are the NATS headers,
-// kept verbatim (header names are case-sensitive).
+// Every message is a Watermill message whose UUID is the message id (sent as Nats-Msg-Id
+// "<subject>:<message id>", bus.MsgID, so JetStream drops a re-publish to the same subject inside
+// its duplicate window; the bus's subscriber strips the prefix again) and whose metadata are the
+// NATS headers, kept verbatim (header names are case-sensitive).
 package protocol
 
 import (
