@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -78,6 +79,19 @@ func TestOperatorCommands(t *testing.T) {
 	code, stdout, stderr = runCLI(t, "cancel", id, "--reason", "customer called", "--api", api)
 	require.Equal(t, 0, code, stderr)
 	require.Equal(t, id+": compensating\n", stdout)
+
+	// A cancelled (compensating) saga cannot be retried: the refusal says why, nothing changes.
+	code, _, stderr = runCLI(t, "retry", id, "--api", api)
+	require.Equal(t, exitUsage, code, "--reason is required")
+	require.Contains(t, stderr, "--reason is required")
+	patch := t.TempDir() + "/patch.json"
+	require.NoError(t, os.WriteFile(patch, []byte(`{"amount":6}`), 0o600))
+	code, _, stderr = runCLI(t, "retry", id, "--reason", "amount fixed", "--input-patch", patch, "--api", api)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, stderr, "cannot be retried: status compensating")
+	code, stdout, stderr = runCLI(t, "show", id, "--api", api, "-o", "json")
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, "retry_step")
 
 	code, _, stderr = runCLI(t, "show", "00000000-0000-7000-8000-000000000000", "--api", api)
 	require.Equal(t, exitFailure, code)

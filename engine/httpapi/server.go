@@ -24,6 +24,7 @@ type Engine interface {
 	Cancel(ctx context.Context, id, actor, reason string) error
 	Redrive(ctx context.Context, id, actor, reason string) error
 	Resolve(ctx context.Context, id, actor, reason string) error
+	RetryStep(ctx context.Context, id string, opts *engine.RetryOpts) error
 }
 
 // ActorHeader names who calls, recorded in the history of starts, cancels and redrives.
@@ -91,6 +92,7 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation(e.Cancel))
 	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation(e.Redrive))
 	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation(e.Resolve))
+	mux.HandleFunc("POST /v1/sagas/{id}/retry", h.retry)
 	mux.HandleFunc("GET /v1/definitions", h.definitions)
 	mux.Handle("GET /healthz", HealthHandler())
 	return mux
@@ -271,7 +273,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusBadRequest, "bad_request"
 	case errors.Is(err, engine.ErrNotFound), errors.Is(err, definitions.ErrNotFound):
 		status, code = http.StatusNotFound, "not_found"
-	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed),
+	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrNotRetryable),
 		errors.Is(err, saga.ErrNotCancellable), errors.Is(err, engine.ErrNoAttention), errors.Is(err, engine.ErrConflict):
 		status, code = http.StatusConflict, "conflict"
 	}
