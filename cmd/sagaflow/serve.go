@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -132,8 +135,8 @@ environment variable.`,
 				return err
 			}
 			defer obs.shutdown()
-			reg := definitions.NewRegistry()
-			if err := reg.LoadDir(defsDir); err != nil {
+			// Every file is validated before anything is opened: a bad file fails fast.
+			if err := definitions.NewRegistry().LoadDir(defsDir); err != nil {
 				return fmt.Errorf("load definitions: %w", err)
 			}
 			db, err := openDB(ctx, f.db)
@@ -145,6 +148,11 @@ environment variable.`,
 				if err := engine.Migrate(ctx, db); err != nil {
 					return fmt.Errorf("migrate: %w", err)
 				}
+			}
+			reg := definitions.NewRegistry()
+			loader := &definitionsLoader{dir: defsDir, db: db, reg: reg, log: logger}
+			if _, err := loader.load(ctx); err != nil {
+				return fmt.Errorf("load definitions: %w", err)
 			}
 			nc, err := connectNATS(f.nats, "sagaflow-serve", logger)
 			if err != nil {
@@ -162,7 +170,20 @@ environment variable.`,
 				return err
 			}
 			logger.Info("sagaflow serving", "definitions", len(reg.List()), "http", node.Addr(), "relay", relay, "db", sqldb.Redact(f.db))
-			return node.Run(ctx)
+			// SIGHUP reloads the definitions directory (new versions; none is ever dropped).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			runCtx, stop := context.WithCancel(ctx)
+			watched := make(chan struct{})
+			go func() {
+				defer close(watched)
+				loader.watch(runCtx, hup)
+			}()
+			err = node.Run(runCtx)
+			stop()
+			<-watched
+			return err
 		},
 	}
 	f.register(c, true)
