@@ -114,6 +114,9 @@ func TestAPI(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, defs.Definitions, 1)
 		require.Equal(t, "transfer", defs.Definitions[0].Name)
+		require.Len(t, defs.Versions, 1)
+		require.Equal(t, "transfer", defs.Versions[0].Name)
+		require.Equal(t, engine.VersionCounts{Running: 1, Compensating: 1}, defs.Versions[0].Counts, "t-2 runs, t-1 was cancelled")
 	})
 }
 

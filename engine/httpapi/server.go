@@ -25,6 +25,7 @@ type Engine interface {
 	Redrive(ctx context.Context, id, actor, reason string) error
 	Resolve(ctx context.Context, id, actor, reason string) error
 	RetryStep(ctx context.Context, id string, opts *engine.RetryOpts) error
+	DefinitionVersions(ctx context.Context) ([]engine.DefinitionVersion, error)
 }
 
 // ActorHeader names who calls, recorded in the history of starts, cancels and redrives.
@@ -56,11 +57,6 @@ type ListResponse struct {
 // HistoryResponse is the answer to GET /v1/sagas/{id}/history.
 type HistoryResponse struct {
 	History []engine.HistoryEntry `json:"history"`
-}
-
-// DefinitionsResponse is the answer to GET /v1/definitions.
-type DefinitionsResponse struct {
-	Definitions []*saga.Definition `json:"definitions"`
 }
 
 // OperationRequest is the body of cancel, redrive and resolve.
@@ -231,14 +227,6 @@ func (h *handler) operation(op func(ctx context.Context, id, actor, reason strin
 		}
 		h.get(w, r)
 	}
-}
-
-func (h *handler) definitions(w http.ResponseWriter, _ *http.Request) {
-	resp := DefinitionsResponse{Definitions: []*saga.Definition{}}
-	if h.defs != nil {
-		resp.Definitions = append(resp.Definitions, h.defs.List()...)
-	}
-	writeJSON(w, http.StatusOK, resp)
 }
 
 // decode reads a JSON body strictly (unknown fields are errors) and answers 400 when it cannot.
