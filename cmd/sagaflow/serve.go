@@ -154,6 +154,10 @@ environment variable.`,
 			if _, err := loader.load(ctx); err != nil {
 				return fmt.Errorf("load definitions: %w", err)
 			}
+			// SIGHUP reloads the definitions directory (new versions; none is ever dropped).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			nc, err := connectNATS(f.nats, "sagaflow-serve", logger)
 			if err != nil {
 				return err
@@ -170,10 +174,6 @@ environment variable.`,
 				return err
 			}
 			logger.Info("sagaflow serving", "definitions", len(reg.List()), "http", node.Addr(), "relay", relay, "db", sqldb.Redact(f.db))
-			// SIGHUP reloads the definitions directory (new versions; none is ever dropped).
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
 			runCtx, stop := context.WithCancel(ctx)
 			watched := make(chan struct{})
 			go func() {
