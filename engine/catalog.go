@@ -33,6 +33,9 @@ type DefinitionSync struct {
 	// Restored lists the versions loaded from the database because unfinished sagas use them and
 	// no file provides them any more.
 	Restored []string
+	// Changed lists the versions whose file changed while no saga ran on them: the catalog took the
+	// new body; a registry that already held the version keeps running the old one until a restart.
+	Changed []string
 	// Missing lists the versions unfinished sagas use that neither a file nor the database holds
 	// (sagas started before the catalog existed): those sagas cannot go on until the file is back.
 	Missing []string
@@ -131,6 +134,7 @@ func SyncDefinitions(ctx context.Context, db *sqlx.DB, reg *definitions.Registry
 					errs = append(errs, &ChangedDefinitionError{Name: d.Name, Version: d.Version, Unfinished: n})
 					continue
 				}
+				out.Changed = append(out.Changed, k.String())
 			}
 			if _, err := reg.Get(d.Name, d.Version); err != nil {
 				add = append(add, d)
@@ -191,6 +195,7 @@ func SyncDefinitions(ctx context.Context, db *sqlx.DB, reg *definitions.Registry
 	}
 	slices.Sort(out.Restored)
 	slices.Sort(out.Missing)
+	slices.Sort(out.Changed)
 	return out, nil
 }
 

@@ -116,6 +116,36 @@ func TestDefinitionLifecycle(t *testing.T) {
 		})
 	})
 
+	t.Run("ChangedFileOfIdleVersionIsStoredAnew", func(t *testing.T) {
+		t.Parallel()
+		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+			ctx := t.Context()
+			reg := definitions.NewRegistry()
+			newEngine(t, db, Config{Definitions: reg})
+			_, err := SyncDefinitions(ctx, db, reg, []*saga.Definition{versioned(t, 1)})
+			require.NoError(t, err)
+			changed := versioned(t, 1)
+			changed.Steps[1].Timeout = time.Minute
+
+			// A reload: stored anew, but the loaded registry keeps the body it runs.
+			sync, err := SyncDefinitions(ctx, db, reg, []*saga.Definition{changed})
+			require.NoError(t, err)
+			require.Equal(t, []string{"shop v1"}, sync.Changed)
+			loaded, err := reg.Get("shop", 1)
+			require.NoError(t, err)
+			require.Equal(t, 30*time.Second, loaded.Steps[1].Timeout)
+
+			// A restart runs the new body, and it is no change any more.
+			fresh := definitions.NewRegistry()
+			sync, err = SyncDefinitions(ctx, db, fresh, []*saga.Definition{changed})
+			require.NoError(t, err)
+			require.Empty(t, sync.Changed)
+			loaded, err = fresh.Get("shop", 1)
+			require.NoError(t, err)
+			require.Equal(t, time.Minute, loaded.Steps[1].Timeout)
+		})
+	})
+
 	t.Run("UnknownVersionIsReportedMissing", func(t *testing.T) {
 		t.Parallel()
 		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"strings"
@@ -40,6 +38,10 @@ func (l *definitionsLoader) load(ctx context.Context) (engine.DefinitionSync, er
 		l.log.WarnContext(ctx, "definition versions loaded from the database: their files are gone but sagas still run on them",
 			"versions", sync.Restored, "dir", l.dir)
 	}
+	if len(sync.Changed) > 0 {
+		l.log.WarnContext(ctx, "definition files changed a version no saga runs on: stored anew; a version already loaded keeps its old body until a restart",
+			"versions", sync.Changed, "dir", l.dir)
+	}
 	if len(sync.Missing) > 0 {
 		l.log.ErrorContext(ctx, "definition versions unknown: sagas run on them but neither a file nor the database holds them; put their files back",
 			"versions", sync.Missing, "dir", l.dir)
@@ -52,7 +54,7 @@ func (l *definitionsLoader) load(ctx context.Context) (engine.DefinitionSync, er
 func (l *definitionsLoader) reload(ctx context.Context) error {
 	sync, err := l.load(ctx)
 	if err != nil {
-		for _, problem := range problems(err) {
+		for _, problem := range strings.Split(err.Error(), "\n") { // one line per problem
 			l.log.ErrorContext(ctx, "definitions reload refused, the loaded definitions stay", "dir", l.dir, "err", escapeControls(problem))
 		}
 		return err
@@ -72,25 +74,4 @@ func (l *definitionsLoader) watch(ctx context.Context, hup <-chan os.Signal) {
 			_ = l.reload(ctx) // logged
 		}
 	}
-}
-
-// problems splits a joined error (or an error list) into one line per problem.
-func problems(err error) []string {
-	var out []string
-	var walk func(error)
-	walk = func(e error) {
-		var list definitions.ErrorList
-		if joined, ok := e.(interface{ Unwrap() []error }); ok && !errors.As(e, &list) {
-			for _, inner := range joined.Unwrap() {
-				walk(inner)
-			}
-			return
-		}
-		out = append(out, strings.Split(e.Error(), "\n")...)
-	}
-	walk(err)
-	if len(out) == 0 {
-		out = []string{fmt.Sprint(err)}
-	}
-	return out
 }
