@@ -12,13 +12,14 @@
 //	POST /v1/sagas/{id}/cancel          {"reason"} → the instance
 //	POST /v1/sagas/{id}/redrive         {"reason"} → the instance
 //	POST /v1/sagas/{id}/resolve         {"reason"} → the instance (out of the operator's queue)
-//	GET  /v1/definitions                → {"definitions":[...]}
+//	POST /v1/sagas/{id}/retry           {"reason","input_patch"|"input"} → the instance (its halted step retried; 409 when it cannot be)
+//	GET  /v1/definitions                → {"definitions":[...],"versions":[{"name","version","hash","registered_at","counts":{...}}]}
 //	GET  /healthz                       → {"status":"ok"} while the process serves (liveness)
 //	GET  /readyz                        → 200 {"status":"ready"}, or 503 {"status":"not ready","not_ready":{"<check>":"<reason>"}}
 //
 // /readyz is served by the node (internal/server) with ReadyHandler: the database answers, the NATS
 // connection is up, and Sagaflow's streams exist (docs/observability.md).
 //
-// The actor recorded in history for start, cancel, redrive and resolve is the X-Sagaflow-Actor request
+// The actor recorded in history for start, cancel, redrive, retry and resolve is the X-Sagaflow-Actor request
 // header, or "api" when it is absent.
 package httpapi
