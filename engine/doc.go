@@ -54,6 +54,18 @@
 // and the idempotency key the event's message id, so a redelivered event starts one instance. An
 // event that is not a JSON object or lacks the key goes to the dead-letter stream.
 //
+// # Definition versions and operators
+//
+// SyncDefinitions keeps the registry and the database's catalog of versions (sagaflow_definitions)
+// in step: a version that unfinished sagas use comes back from the catalog when its file is gone,
+// and a file that changed such a version is refused (*ChangedDefinitionError), so a saga always
+// finishes on the version it started with. DefinitionVersions lists the versions with their
+// sagas per status.
+//
+// Operators Cancel a running saga, Redrive a failed one (its compensation, or its halted step), and
+// RetryStep a failed saga's halted step with a corrected input (fix and continue); each is one
+// audited transaction, and a request the state machine refuses writes nothing.
+//
 // # Guarantees
 //
 //   - A transition is applied at most once: the inbox drops a redelivered reply, the state machine

@@ -10,7 +10,8 @@ var (
 	// another replica applied an event to it at the same time. The transition was rolled back and
 	// may be retried.
 	ErrConflict = errors.New("saga instance changed concurrently")
-	// ErrInvalidInput is returned by Start for an input that is not valid JSON, and by the trigger
+	// ErrInvalidInput is returned by Start for an input that is not valid JSON, by RetryStep for an
+	// input patch or replacement that is not valid JSON (or both at once), and by the trigger
 	// for an event whose payload does not carry the business key.
 	ErrInvalidInput = errors.New("invalid input")
 	// ErrUntrustedReply is the reason a reply is dead-lettered instead of applied: its subject's

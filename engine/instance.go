@@ -79,6 +79,10 @@ const (
 	HistoryCancel HistoryKind = "cancel"
 	// HistoryRedrive: an operator redrove the failed saga (Actor, Detail's "reason").
 	HistoryRedrive HistoryKind = "redrive"
+	// HistoryRetryStep: an operator retried the failed saga's halted step (Engine.RetryStep); Actor
+	// says who, Detail holds the reason, the step, its new generation and, when the input changed,
+	// the patch or replacement given and the input before and after.
+	HistoryRetryStep HistoryKind = "retry_step"
 	// HistoryFinished: the saga finished; Outcome is its final status.
 	HistoryFinished HistoryKind = "finished"
 	// HistoryLateEffect: a reply that did not apply reported an effect that nothing will undo: a

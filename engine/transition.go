@@ -50,6 +50,8 @@ type eventMeta struct {
 	unrecorded bool
 	// replySpan is the span context a reply carried, linked from the attempt's span.
 	replySpan trace.SpanContext
+	// detail, when set, is the history detail of an operator's request (a retry's input diff).
+	detail json.RawMessage
 }
 
 // apply applies ev to r (of definition def) and records it. An event that does not apply is
@@ -74,7 +76,7 @@ func (t *tx) apply(def *saga.Definition, r *row, ev saga.Event, meta eventMeta) 
 	}
 	prev := r.inst
 	r.inst = next // before recording: a start's entry needs the new id
-	if ev.Kind == saga.EventRedrive {
+	if ev.Kind == saga.EventRedrive || ev.Kind == saga.EventRetryStep {
 		r.attention = "" // the operator took the saga in hand
 	}
 	t.observe(def, r, prev, ev, meta)
@@ -183,6 +185,7 @@ func (t *tx) send(def *saga.Definition, r *row, a saga.Action, payload []byte) {
 		BusinessKey: in.BusinessKey,
 		Step:        a.Step,
 		Attempt:     a.Attempt,
+		Generation:  a.Generation,
 		Action:      action,
 		Service:     a.Service,
 		Name:        a.Command,
@@ -286,6 +289,8 @@ func eventEntry(ev saga.Event, meta eventMeta) HistoryEntry {
 	case saga.EventRedrive:
 		h.Kind, h.Actor = HistoryRedrive, ev.Actor
 		h.Detail = detail("reason", ev.Reason)
+	case saga.EventRetryStep:
+		h.Kind, h.Actor, h.Detail = HistoryRetryStep, ev.Actor, meta.detail
 	}
 	return h
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jmoiron/sqlx"
@@ -46,7 +47,19 @@ const rowsPerStatement = 500
 // key identifies a barrier row of one action.
 type key struct{ sagaID, step string }
 
-func keyOf(c *protocol.Command) key { return key{c.SagaID, c.Step} }
+// keyOf is the barrier key of c: its saga and step and, from an operator's first retry of the step
+// after a failure on, the step's retry generation, stored in the step column as "<step>#<n>" (step
+// names cannot contain '#'). Generation 0 is the plain step name, as before generations existed.
+// A retried step is thus a new action here: its handler runs again (the failure of the generation
+// before left no effect), while every guarantee holds within a generation — a duplicate is
+// answered from the record, a compensation of a generation that never ran is a null compensation,
+// and a forward arriving after its generation's compensation is refused.
+func keyOf(c *protocol.Command) key {
+	if c.Generation == 0 {
+		return key{c.SagaID, c.Step}
+	}
+	return key{c.SagaID, c.Step + "#" + strconv.Itoa(c.Generation)}
+}
 
 // record is one barrier row.
 type record struct {

@@ -33,6 +33,10 @@ type Command struct {
 	Step string
 	// Attempt counts the sends of this action for this step, from 1.
 	Attempt int
+	// Generation counts an operator's retries of the step after a failure (0 before any): each
+	// generation is a new action for the barrier, so the handler runs again, typically with the
+	// corrected input the operator gave.
+	Generation int
 	// BusinessKey is the saga's business key (for example an order id), empty when none.
 	BusinessKey string
 	// Name is the command name (the last token of the subject), e.g. "ChargePayment".
@@ -105,6 +109,7 @@ func newCommand(pc protocol.Command, headers map[string]string) Command {
 		Version:      pc.Version,
 		Step:         pc.Step,
 		Attempt:      pc.Attempt,
+		Generation:   pc.Generation,
 		BusinessKey:  pc.BusinessKey,
 		Name:         pc.Name,
 		Compensation: pc.Action == protocol.ActionCompensate,

@@ -28,8 +28,11 @@
 //
 // # Guarantees: the barrier
 //
-// The participant keys what it has done on (saga id, step, action) in the table sagaflow_barrier,
-// in the handler's transaction, together with the reply it gave:
+// The participant keys what it has done on (saga id, step, generation, action) in the table
+// sagaflow_barrier, in the handler's transaction, together with the reply it gave. The generation
+// (Command.Generation) is 0 until an operator retries a step that failed; a retry in a new
+// generation is a new action, so its handler runs again (the failure before it left no effect),
+// and every rule below holds within a generation:
 //   - the same command again (a duplicate, a redelivery, an orchestrator retry after a lost reply)
 //     does not run the handler: the recorded reply is sent again, echoing the new attempt;
 //   - a compensation for a step whose forward action never ran here, or did not succeed, is

@@ -274,6 +274,68 @@ func TestParticipant(t *testing.T) {
 		})
 	})
 
+	t.Run("RetryGenerationRunsAFailedStepAgain", func(t *testing.T) {
+		t.Parallel()
+		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+			b := setup(t, db)
+			var fwd, comp atomic.Int32
+			b.participant(t, participant.Config{}, func(p *participant.Participant) {
+				p.Handle("Do", effect(&fwd, func(_ int32, cmd participant.Command) (participant.Result, error) {
+					if cmd.Generation == 0 {
+						return participant.Failure("address invalid"), nil
+					}
+					return participant.Success(map[string]int{"generation": cmd.Generation}), nil
+				}))
+				p.Compensate("Undo", effect(&comp, func(int32, participant.Command) (participant.Result, error) {
+					return participant.Success(nil), nil
+				}))
+			})
+			replies := b.replies(t)
+			b.send(t, command("s1", "one", "Do", protocol.ActionForward, 1))
+			require.Equal(t, protocol.OutcomeFailure, next(t, replies).Outcome)
+			// The operator's retry: generation 1 runs the handler again.
+			retry := command("s1", "one", "Do", protocol.ActionForward, 2)
+			retry.Generation = 1
+			b.send(t, retry)
+			r := next(t, replies)
+			require.Equal(t, protocol.OutcomeSuccess, r.Outcome)
+			require.Equal(t, 2, r.Attempt)
+			require.JSONEq(t, `{"generation":1}`, string(r.Output))
+			require.Equal(t, 1, b.effects(t, "s1", "one", "forward"), "the failure left no effect, the retry one")
+			// Within generation 1 a duplicate is answered from the record, and a late command of
+			// generation 0 still gets its recorded failure.
+			dup := command("s1", "one", "Do", protocol.ActionForward, 3)
+			dup.Generation = 1
+			b.send(t, dup)
+			r = next(t, replies)
+			require.Equal(t, protocol.OutcomeSuccess, r.Outcome)
+			require.JSONEq(t, `{"generation":1}`, string(r.Output))
+			b.send(t, command("s1", "one", "Do", protocol.ActionForward, 1))
+			r = next(t, replies)
+			require.Equal(t, protocol.OutcomeFailure, r.Outcome)
+			require.Equal(t, "address invalid", r.Reason)
+			require.Equal(t, int32(2), fwd.Load(), "the handler ran once per generation")
+			// Compensating generation 1 undoes its effect; generation 2 never ran: a null
+			// compensation, and its forward arriving afterwards is refused.
+			undo := command("s1", "one", "Undo", protocol.ActionCompensate, 1)
+			undo.Generation = 1
+			b.send(t, undo)
+			require.Equal(t, protocol.OutcomeSuccess, next(t, replies).Outcome)
+			require.Equal(t, int32(1), comp.Load())
+			undo2 := command("s1", "one", "Undo", protocol.ActionCompensate, 2)
+			undo2.Generation = 2
+			b.send(t, undo2)
+			require.Equal(t, protocol.OutcomeSuccess, next(t, replies).Outcome)
+			require.Equal(t, int32(1), comp.Load(), "null compensation: the handler is not called")
+			hanging := command("s1", "one", "Do", protocol.ActionForward, 4)
+			hanging.Generation = 2
+			b.send(t, hanging)
+			r = next(t, replies)
+			require.Equal(t, protocol.OutcomeCancelled, r.Outcome)
+			require.Equal(t, int32(2), fwd.Load(), "a forward after its generation's compensation never runs")
+		})
+	})
+
 	t.Run("DuplicateCommandReplaysReply", func(t *testing.T) {
 		t.Parallel()
 		dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {

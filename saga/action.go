@@ -37,6 +37,10 @@ type Action struct {
 	Attempt int `json:"attempt,omitempty"`
 	// Compensation says whether a send or deadline is for the step's compensation.
 	Compensation bool `json:"compensation,omitempty"`
+	// Generation is the step's retry generation (StepState.Generation) of a send: 0 until an
+	// operator retries the step after a failure. The participant's barrier keys what it did on
+	// (saga, step, generation, action), so a retried step is a new action there.
+	Generation int `json:"generation,omitempty"`
 	// At is when the deadline is due (ActionScheduleDeadline).
 	At time.Time `json:"at,omitzero"`
 	// Phase says what a deadline ends: a reply timeout or a retry backoff (ActionScheduleDeadline).

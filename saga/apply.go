@@ -59,6 +59,8 @@ func (m *machine) apply() error {
 		return m.deadline()
 	case EventCancel:
 		return m.cancel()
+	case EventRetryStep:
+		return m.retryStep()
 	default: // EventRedrive; checkEvent rejected the rest
 		return m.redrive()
 	}
@@ -93,6 +95,10 @@ func (m *machine) checkEvent() error {
 	case EventDeadline:
 		if ev.Phase != PhaseAwaitingReply && ev.Phase != PhaseBackingOff {
 			return m.reject(ErrInvalidEvent, "unknown deadline phase "+strconv.Quote(string(ev.Phase)))
+		}
+	case EventRetryStep:
+		if len(ev.Input) > 0 && !json.Valid(ev.Input) {
+			return m.reject(ErrInvalidEvent, "input is not valid JSON")
 		}
 	case EventCancel, EventRedrive:
 	default:
@@ -351,6 +357,39 @@ func (m *machine) redrive() error {
 	return nil
 }
 
+// retryStep retries the halted forward step of a failed saga with a fresh budget, with the event's
+// input (if any) replacing the saga's. Only a halted step qualifies: a saga that compensated (or
+// is compensating, or failed compensating) undid steps, and going forward again would redo them.
+// After a failure or refusal reply the step did not apply and the participant recorded that
+// outcome, so the retry is a new generation of the step; after timeouts its outcome is unknown, so
+// the generation stays and the participant answers from its record if the step applied.
+func (m *machine) retryStep() error {
+	in, ev := &m.in, &m.ev
+	i := in.Step
+	switch {
+	case in.Status == StatusCompensated:
+		return m.reject(ErrNotRetryable, "the saga is compensated: its compensations ran")
+	case in.Status != StatusFailed:
+		return m.reject(ErrNotRetryable, "status "+string(in.Status)+", want failed on a halted step")
+	case in.Steps[i].Status != StepHalted:
+		return m.reject(ErrNotRetryable, "step "+strconv.Quote(in.Steps[i].Name)+" is "+string(in.Steps[i].Status)+
+			": its compensation failed (redrive resumes it)")
+	}
+	m.touch()
+	if len(ev.Input) > 0 {
+		in.Data.Input = ev.Input
+	}
+	st := m.stepState(i)
+	if st.FailedReply {
+		st.Generation++
+	}
+	st.AttemptBase = st.Attempts
+	st.FinishedAt = time.Time{}
+	in.FinishedAt = time.Time{}
+	m.sendForward(i)
+	return nil
+}
+
 // forwardFailed handles a business failure or refusal of step i: it did not apply, so it is not
 // compensated; the steps before it are — unless one of them committed the saga to going forward,
 // which then stops for an operator.
@@ -360,6 +399,7 @@ func (m *machine) forwardFailed(i int) {
 	st.LastError = "attempt " + strconv.Itoa(ev.Attempt) + " " + outcomeText(ev)
 	if m.committed(i) {
 		m.halt(i, st.LastError+", after the point of no return")
+		st.FailedReply = true
 		return
 	}
 	st.Status = StepFailed
@@ -493,13 +533,15 @@ func (m *machine) sendForward(i int) {
 	step, st := &m.def.Steps[i], m.stepState(i)
 	st.Attempts++
 	st.Status = StepRunning
+	st.FailedReply = false
 	if st.StartedAt.IsZero() {
 		st.StartedAt = m.ev.Time
 	}
 	m.in.Status = StatusRunning
 	m.in.Step = i
 	m.in.Attempt = st.Attempts
-	m.emit(Action{Kind: ActionSendCommand, Step: step.Name, Service: step.Service, Command: step.Command, Attempt: st.Attempts})
+	m.emit(Action{Kind: ActionSendCommand, Step: step.Name, Service: step.Service, Command: step.Command, Attempt: st.Attempts,
+		Generation: st.Generation})
 	m.schedule(m.ev.Time.Add(step.Timeout), PhaseAwaitingReply)
 }
 
@@ -515,7 +557,7 @@ func (m *machine) sendCompensation(i int) {
 	m.in.Attempt = st.CompensationAttempts
 	m.emit(Action{
 		Kind: ActionSendCompensation, Step: step.Name, Service: step.Service, Command: step.Compensation,
-		Attempt: st.CompensationAttempts, Compensation: true,
+		Attempt: st.CompensationAttempts, Compensation: true, Generation: st.Generation,
 	})
 	m.schedule(m.ev.Time.Add(step.Timeout), PhaseAwaitingReply)
 }

@@ -113,6 +113,14 @@ func redriveEv() saga.Event {
 	return saga.Event{Kind: saga.EventRedrive, Actor: "bob", Reason: "refunds fixed"}
 }
 
+func retryEv(input string) saga.Event {
+	ev := saga.Event{Kind: saga.EventRetryStep, Actor: "carol", Reason: "address corrected"}
+	if input != "" {
+		ev.Input = json.RawMessage(input)
+	}
+	return ev
+}
+
 // drive applies events from the zero instance, one second apart from t0, and requires each to apply.
 func drive(t *testing.T, def *saga.Definition, events ...saga.Event) saga.Instance {
 	t.Helper()
@@ -161,6 +169,11 @@ func sendCmd(step string, attempt int) saga.Action {
 func sendComp(step string, attempt int) saga.Action {
 	return saga.Action{Kind: saga.ActionSendCompensation, Step: step, Service: "svc-" + step, Command: "Undo-" + step,
 		Attempt: attempt, Compensation: true}
+}
+
+func withGeneration(a saga.Action, g int) saga.Action {
+	a.Generation = g
+	return a
 }
 
 func deadlineAct(step string, attempt int, comp bool, phase saga.Phase, after time.Duration) saga.Action {
@@ -579,6 +592,49 @@ func TestApply(t *testing.T) {
 			actions: []saga.Action{sendCmd("d", 2), deadlineAct("d", 2, false, saga.PhaseAwaitingReply, timeout10)},
 		},
 		{name: "ReplyForAttemptBeforeHaltedRedrive", def: forwardDef, setup: redrivenHaltedC, event: ok("c", 2), wantErr: saga.ErrStale},
+
+		// Retry a step (fix and continue).
+		{
+			name: "RetryStepHaltedByFailureIsANewGenerationWithNewInput", def: forwardDef, setup: haltedD, event: retryEv(`{"qty":3}`),
+			status: saga.StatusRunning, step: 3, attempt: 2, phase: saga.PhaseAwaitingReply,
+			actions: []saga.Action{withGeneration(sendCmd("d", 2), 1), deadlineAct("d", 2, false, saga.PhaseAwaitingReply, timeout10)},
+			check: func(t *testing.T, inst saga.Instance) {
+				require.JSONEq(t, `{"qty":3}`, string(inst.Data.Input))
+				require.Equal(t, 1, inst.Steps[3].Generation)
+				require.Equal(t, 1, inst.Steps[3].AttemptBase)
+				require.False(t, inst.Steps[3].FailedReply)
+				require.Equal(t, saga.StepRunning, inst.Steps[3].Status)
+				require.Zero(t, inst.FinishedAt)
+				require.JSONEq(t, `{"step":"a"}`, string(inst.Data.Steps["a"]), "outputs kept")
+			},
+		},
+		{
+			name: "RetryStepHaltedByTimeoutsKeepsGeneration", def: forwardDef, setup: haltedC, event: retryEv(""),
+			status: saga.StatusRunning, step: 2, attempt: 3, phase: saga.PhaseAwaitingReply,
+			actions: []saga.Action{sendCmd("c", 3), deadlineAct("c", 3, false, saga.PhaseAwaitingReply, timeout10)},
+			check: func(t *testing.T, inst saga.Instance) {
+				require.Zero(t, inst.Steps[2].Generation, "its effect may exist: the barrier must answer from its record")
+				require.JSONEq(t, `{"qty":2}`, string(inst.Data.Input), "no input given: kept")
+			},
+		},
+		{
+			name: "RetriedStepFailsAgainAndIsRetriedInANewerGeneration", def: forwardDef,
+			setup: then(haltedD, retryEv(""), fail("d", 2)), event: retryEv(""),
+			status: saga.StatusRunning, step: 3, attempt: 3, phase: saga.PhaseAwaitingReply,
+			actions: []saga.Action{withGeneration(sendCmd("d", 3), 2), deadlineAct("d", 3, false, saga.PhaseAwaitingReply, timeout10)},
+		},
+		{
+			name: "RetriedStepSucceedsAndCompletes", def: forwardDef, setup: then(haltedD, retryEv(`{"qty":3}`)), event: ok("d", 2),
+			status: saga.StatusCompleted, step: 3, attempt: 2,
+			actions: []saga.Action{finishAct(saga.StatusCompleted)},
+		},
+		{name: "ReplyForAttemptBeforeRetry", def: forwardDef, setup: then(haltedD, retryEv("")), event: fail("d", 1), wantErr: saga.ErrStale},
+		{name: "RetryRunning", setup: started, event: retryEv(""), wantErr: saga.ErrNotRetryable},
+		{name: "RetryCompensating", setup: compensatingC, event: retryEv(""), wantErr: saga.ErrNotRetryable},
+		{name: "RetryCompleted", setup: completed, event: retryEv(""), wantErr: saga.ErrNotRetryable},
+		{name: "RetryCompensated", setup: compensated, event: retryEv(""), wantErr: saga.ErrNotRetryable},
+		{name: "RetryCompensationFailed", setup: failedAtC, event: retryEv(""), wantErr: saga.ErrNotRetryable},
+		{name: "RetryWithInvalidInput", def: forwardDef, setup: haltedD, event: retryEv(`{"qty":`), wantErr: saga.ErrInvalidEvent},
 
 		// Pivot (pivotDef: b is the pivot; c and d, compensations or not, are retried forward).
 		{

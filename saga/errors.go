@@ -30,6 +30,11 @@ var (
 	ErrNotCancellable = errors.New("saga cannot be cancelled")
 	// ErrNotFailed rejects an EventRedrive for a saga whose status is not failed.
 	ErrNotFailed = errors.New("saga not failed")
+	// ErrNotRetryable rejects an EventRetryStep for a saga that is not failed on a halted forward
+	// step: running or compensating (it is not stopped), completed, compensated (its compensations
+	// ran: going forward again would redo what was undone), or failed because a compensation
+	// exhausted its budget (EventRedrive resumes that).
+	ErrNotRetryable = errors.New("saga step cannot be retried")
 	// ErrInvalidEvent rejects a malformed event: an unknown kind or outcome, a zero Time, a Rand
 	// outside [0, 1), an empty start ID, a deadline without a phase, or Input or Output that is not
 	// valid JSON.

@@ -26,6 +26,10 @@ const (
 	// EventRedrive is an operator's request to resume a failed saga's compensation with a fresh
 	// retry budget. It uses Actor and Reason.
 	EventRedrive EventKind = "redrive"
+	// EventRetryStep is an operator's request to retry the halted forward step of a failed saga
+	// ("fix and continue"), optionally with a corrected saga input. It uses Input (the new input,
+	// empty to keep the current one), Actor and Reason. See Apply for the states it applies to.
+	EventRetryStep EventKind = "retry_step"
 )
 
 // Outcome is a participant's answer to a command.
@@ -67,7 +71,8 @@ type Event struct {
 	ID string `json:"id,omitempty"`
 	// BusinessKey is the new saga's business key (EventStart), optional.
 	BusinessKey string `json:"business_key,omitempty"`
-	// Input is the new saga's input (EventStart): valid JSON, or empty for JSON null.
+	// Input is the new saga's input (EventStart): valid JSON, or empty for JSON null. For
+	// EventRetryStep it replaces the saga's input when not empty.
 	Input json.RawMessage `json:"input,omitempty"`
 
 	// Step names the step a reply or deadline is for (EventReply, EventDeadline).
@@ -86,8 +91,8 @@ type Event struct {
 	// it a duplicate backoff deadline would pass for the timeout of the attempt it sent.
 	Phase Phase `json:"phase,omitempty"`
 
-	// Reason explains a failure reply, a cancel or a redrive.
+	// Reason explains a failure reply, a cancel, a redrive or a retry.
 	Reason string `json:"reason,omitempty"`
-	// Actor names who asked for a cancel or a redrive.
+	// Actor names who asked for a cancel, a redrive or a retry.
 	Actor string `json:"actor,omitempty"`
 }

@@ -99,6 +99,14 @@ type StepState struct {
 	// AttemptBase is Attempts at the last redrive of a halted step: the current forward budget
 	// (Retry.MaxAttempts) counts only the attempts above it.
 	AttemptBase int `json:"attempt_base,omitempty"`
+	// Generation counts the operator retries (EventRetryStep) of the step after a failure or
+	// refusal reply: the participant recorded that outcome in its barrier (the step did not apply),
+	// so the retry must be a new action there, keyed by the new generation. A retry of a step halted
+	// after timeouts keeps the generation: its effect may exist, and the barrier answers from it.
+	Generation int `json:"generation,omitempty"`
+	// FailedReply says that the step's last forward outcome was a failure or refusal reply (as
+	// opposed to timeouts): set when it halts on one, cleared when it is sent again.
+	FailedReply bool `json:"failed_reply,omitempty"`
 	// CompensationAttempts is the number of compensations sent, across redrives; the last one sent
 	// has this attempt number. Numbers are never reused, so a late reply is always recognised.
 	CompensationAttempts int `json:"compensation_attempts,omitempty"`

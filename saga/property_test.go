@@ -235,7 +235,7 @@ func (s *sim) randomEvent() (saga.Event, bool) {
 		ev.Kind = saga.EventCancel
 	case p < 68 && len(s.history) > 0: // a duplicate of an applied event
 		dup := s.history[r.IntN(len(s.history))]
-		if dup.Kind == saga.EventRedrive { // a new operator request, not a duplicate: it may apply
+		if dup.Kind == saga.EventRedrive || dup.Kind == saga.EventRetryStep { // a new operator request, not a duplicate: it may apply
 			return ev, false // ev has no kind: invalid
 		}
 		dup.Time, dup.Rand = ev.Time, ev.Rand
@@ -252,8 +252,13 @@ func (s *sim) randomEvent() (saga.Event, bool) {
 		ev.Attempt, ev.Phase = r.IntN(5), []saga.Phase{saga.PhaseAwaitingReply, saga.PhaseBackingOff}[r.IntN(2)]
 	case p < 87:
 		ev.Kind, ev.Actor = saga.EventCancel, "sre"
-	case p < 92:
+	case p < 90:
 		ev.Kind, ev.Actor = saga.EventRedrive, "sre"
+	case p < 92:
+		ev.Kind, ev.Actor = saga.EventRetryStep, "sre"
+		if r.IntN(2) == 0 {
+			ev.Input = json.RawMessage(`{"n":` + strconv.Itoa(r.IntN(100)) + `}`)
+		}
 	case p < 94:
 		ev.Kind, ev.ID = saga.EventStart, "again"
 		return ev, true
@@ -322,7 +327,7 @@ func (s *sim) apply(ev saga.Event, mustReject bool) error {
 	}
 	if old.Status.Finished() {
 		require.Equal(t, saga.StatusFailed, old.Status, "%s: a finished instance changed", s.label)
-		require.Equal(t, saga.EventRedrive, ev.Kind, "%s: a finished instance changed", s.label)
+		require.Contains(t, []saga.EventKind{saga.EventRedrive, saga.EventRetryStep}, ev.Kind, "%s: a finished instance changed", s.label)
 	}
 	s.observe(old, ev, got, actions)
 
@@ -426,6 +431,23 @@ func (s *sim) observe(old saga.Instance, ev saga.Event, got saga.Instance, actio
 		require.Equal(t, fwdSent, s.fwd[old.Step], label)
 		s.fwd[old.Step] = fwdUnknown // in flight: it may have run
 		s.awaited = false
+	case saga.EventRetryStep:
+		require.Equal(t, saga.StatusFailed, old.Status, label)
+		require.Equal(t, saga.StepHalted, old.Steps[old.Step].Status, "%s: only a halted step is retried", label)
+		require.Len(t, sends, 1, label)
+		// A new generation only when the participant recorded that the step did not apply: a
+		// step whose effect may exist must be answered from the barrier's record.
+		wantGen := old.Steps[old.Step].Generation
+		if s.fwd[old.Step] == fwdFailed {
+			wantGen++
+		}
+		require.Equal(t, wantGen, sends[0].Generation, "%s: retry generation", label)
+		if len(ev.Input) > 0 {
+			require.Equal(t, ev.Input, got.Data.Input, label)
+		} else {
+			require.Equal(t, old.Data.Input, got.Data.Input, label)
+		}
+		s.fwdUsed[old.Step] = 0
 	case saga.EventRedrive:
 		require.Equal(t, saga.StatusFailed, old.Status, label)
 		if old.Steps[old.Step].Status == saga.StepHalted {
@@ -451,7 +473,7 @@ func (s *sim) observe(old saga.Instance, ev saga.Event, got saga.Instance, actio
 			for k := range j {
 				require.Equal(t, fwdCompleted, s.fwd[k], "%s: step %d runs before step %d completed", label, j, k)
 			}
-			if ev.Kind == saga.EventRedrive { // a halted step goes forward again
+			if ev.Kind == saga.EventRedrive || ev.Kind == saga.EventRetryStep { // a halted step goes forward again
 				require.Contains(t, []fwdOutcome{fwdUnknown, fwdFailed}, s.fwd[j], label)
 			} else {
 				require.Contains(t, []fwdOutcome{fwdNone, fwdSent}, s.fwd[j], label)

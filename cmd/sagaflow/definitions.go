@@ -14,7 +14,7 @@ func newDefinitionsCmd() *cobra.Command {
 		Aliases: []string{"defs"},
 		Short:   "Work with workflow definitions",
 	}
-	c.AddCommand(newValidateCmd())
+	c.AddCommand(newValidateCmd(), newDefinitionsListCmd())
 	return c
 }
 

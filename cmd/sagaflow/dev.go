@@ -210,13 +210,15 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 // runDevServer runs the orchestrator alone on the dev databases, with the definitions of --definitions.
 func runDevServer(ctx context.Context, f devFlags, orch orderstack.DB, nc *nats.Conn, natsURL string, obs *observability, logger *slog.Logger, stderr io.Writer) error {
 	reg := definitions.NewRegistry()
-	if f.defsDir != "" {
-		if err := reg.LoadDir(f.defsDir); err != nil {
-			return fmt.Errorf("load definitions: %w", err)
-		}
-	}
 	if err := engine.Migrate(ctx, orch.DB); err != nil {
 		return fmt.Errorf("migrate: %w", err)
+	}
+	if f.defsDir != "" {
+		// Through the catalog, as serve does: versions whose files are gone still finish.
+		loader := &definitionsLoader{dir: f.defsDir, db: orch.DB, reg: reg, log: logger}
+		if _, err := loader.load(ctx); err != nil {
+			return fmt.Errorf("load definitions: %w", err)
+		}
 	}
 	node, err := server.New(ctx, server.Config{
 		DB: orch.DB, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, Logger: logger,

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -38,7 +39,7 @@ func apiServer(t *testing.T) (string, *engine.Engine) {
 // TestOperatorCommands drives start, list, show and cancel through the command line against a
 // real API server, and checks what an operator reads.
 func TestOperatorCommands(t *testing.T) {
-	api, _ := apiServer(t)
+	api, e := apiServer(t)
 	code, stdout, stderr := runCLI(t, "start", "transfer", "--key", "t-42", "--input", `{"amount":5}`, "--api", api)
 	require.Equal(t, 0, code, stderr)
 	id := strings.TrimSpace(stdout)
@@ -78,6 +79,33 @@ func TestOperatorCommands(t *testing.T) {
 	code, stdout, stderr = runCLI(t, "cancel", id, "--reason", "customer called", "--api", api)
 	require.Equal(t, 0, code, stderr)
 	require.Equal(t, id+": compensating\n", stdout)
+
+	// A cancelled (compensating) saga cannot be retried: the refusal says why, nothing changes.
+	code, _, stderr = runCLI(t, "retry", id, "--api", api)
+	require.Equal(t, exitUsage, code, "--reason is required")
+	require.Contains(t, stderr, "--reason is required")
+	patch := t.TempDir() + "/patch.json"
+	require.NoError(t, os.WriteFile(patch, []byte(`{"amount":6}`), 0o600))
+	code, _, stderr = runCLI(t, "retry", id, "--reason", "amount fixed", "--input-patch", patch, "--api", api)
+	require.Equal(t, exitFailure, code)
+	require.Contains(t, stderr, "cannot be retried: status compensating")
+	code, stdout, stderr = runCLI(t, "show", id, "--api", api, "-o", "json")
+	require.Equal(t, 0, code, stderr)
+	require.NotContains(t, stdout, "retry_step")
+
+	// The definitions the server runs, with their sagas per status.
+	_, err := e.Start(t.Context(), "transfer", "t-43", nil, engine.StartOptions{})
+	require.NoError(t, err)
+	code, stdout, stderr = runCLI(t, "definitions", "list", "--api", api)
+	require.Equal(t, 0, code, stderr)
+	require.Regexp(t, `(?m)^DEFINITION\s+VERSION\s+RUNNING\s+COMPENSATING\s+FAILED\s+COMPLETED\s+COMPENSATED\s+REGISTERED\s+HASH$`, stdout)
+	require.Regexp(t, `(?m)^transfer\s+1\s+1\s+1\s+0\s+0\s+0\s+-\s+[0-9a-f]{12}$`, stdout)
+	code, stdout, stderr = runCLI(t, "definitions", "list", "--api", api, "-o", "json")
+	require.Equal(t, 0, code, stderr)
+	var versions []engine.DefinitionVersion
+	require.NoError(t, json.Unmarshal([]byte(stdout), &versions))
+	require.Len(t, versions, 1)
+	require.Equal(t, engine.VersionCounts{Running: 1, Compensating: 1}, versions[0].Counts)
 
 	code, _, stderr = runCLI(t, "show", "00000000-0000-7000-8000-000000000000", "--api", api)
 	require.Equal(t, exitFailure, code)

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -151,8 +154,8 @@ environment variable.`,
 				return err
 			}
 			defer obs.shutdown()
-			reg := definitions.NewRegistry()
-			if err := reg.LoadDir(defsDir); err != nil {
+			// Every file is validated before anything is opened: a bad file fails fast.
+			if err := definitions.NewRegistry().LoadDir(defsDir); err != nil {
 				return fmt.Errorf("load definitions: %w", err)
 			}
 			db, err := openDB(ctx, f.db, f.dbMaxConns)
@@ -167,6 +170,15 @@ environment variable.`,
 			} else if err := engine.CheckMigrations(ctx, db); err != nil {
 				return fmt.Errorf("--migrate=false: %w", err)
 			}
+			reg := definitions.NewRegistry()
+			loader := &definitionsLoader{dir: defsDir, db: db, reg: reg, log: logger}
+			if _, err := loader.load(ctx); err != nil {
+				return fmt.Errorf("load definitions: %w", err)
+			}
+			// SIGHUP reloads the definitions directory (new versions; none is ever dropped).
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
 			nc, err := connectNATS(f.nats, "sagaflow-serve", logger)
 			if err != nil {
 				return err
@@ -183,7 +195,16 @@ environment variable.`,
 				return err
 			}
 			logger.Info("sagaflow serving", "definitions", len(reg.List()), "http", node.Addr(), "relay", relay, "db", sqldb.Redact(f.db))
-			return node.Run(ctx)
+			runCtx, stop := context.WithCancel(ctx)
+			watched := make(chan struct{})
+			go func() {
+				defer close(watched)
+				loader.watch(runCtx, hup)
+			}()
+			err = node.Run(runCtx)
+			stop()
+			<-watched
+			return err
 		},
 	}
 	f.register(c, true)

@@ -12,7 +12,8 @@
 //	POST /v1/sagas/{id}/cancel          {"reason"} → the instance
 //	POST /v1/sagas/{id}/redrive         {"reason"} → the instance
 //	POST /v1/sagas/{id}/resolve         {"reason"} → the instance (out of the operator's queue)
-//	GET  /v1/definitions                → {"definitions":[...]}
+//	POST /v1/sagas/{id}/retry           {"reason","input_patch"|"input"} → the instance (its halted step retried; 409 when it cannot be)
+//	GET  /v1/definitions                → {"definitions":[...],"versions":[{"name","version","hash","registered_at","counts":{...}}]}
 //	GET  /healthz                       → {"status":"ok"} while the process serves (liveness)
 //	GET  /readyz                        → 200 {"status":"ready"}, or 503 {"status":"not ready","not_ready":{"<check>":"<reason>"}}
 //	GET  /v1/dlq?subject=&reason=&saga_id=&since=&older_than=&before=&limit=   → {"messages":[...],"next":<seq>} newest first
@@ -29,7 +30,7 @@
 // /readyz is served by the node (internal/server) with ReadyHandler: the database answers, the NATS
 // connection is up, and Sagaflow's streams exist (docs/observability.md).
 //
-// The actor recorded in history for start, cancel, redrive and resolve, and in the audit line and
-// headers of a dead-letter replay or purge, is the X-Sagaflow-Actor request header, or "api" when
-// it is absent.
+// The actor recorded in history for start, cancel, redrive, retry and resolve, and in the audit
+// line and headers of a dead-letter replay or purge, is the X-Sagaflow-Actor request header, or
+// "api" when it is absent.
 package httpapi

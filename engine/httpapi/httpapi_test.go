@@ -115,6 +115,9 @@ func TestAPI(t *testing.T) {
 		require.NoError(t, err)
 		require.Len(t, defs.Definitions, 1)
 		require.Equal(t, "transfer", defs.Definitions[0].Name)
+		require.Len(t, defs.Versions, 1)
+		require.Equal(t, "transfer", defs.Versions[0].Name)
+		require.Equal(t, engine.VersionCounts{Running: 1, Compensating: 1}, defs.Versions[0].Counts, "t-2 runs, t-1 was cancelled")
 	})
 }
 
@@ -150,6 +153,17 @@ func TestAPIErrors(t *testing.T) {
 				_, err = c.Redrive(ctx, id, "")
 				return err
 			}, 409, "conflict", "not failed"},
+			{"RetryRunning", func() error {
+				id, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer"})
+				require.NoError(t, err)
+				_, err = c.RetryStep(ctx, id, httpapi.RetryRequest{Reason: "fix", InputPatch: json.RawMessage(`{"amount":6}`)})
+				return err
+			}, 409, "conflict", "cannot be retried: status running"},
+			{"RetryPatchAndInput", func() error {
+				_, err := c.RetryStep(ctx, "any", httpapi.RetryRequest{InputPatch: json.RawMessage(`{}`), Input: json.RawMessage(`{}`)})
+				return err
+			}, 400, "bad_request", "not both"},
+			{"RetryUnknown", func() error { _, err := c.RetryStep(ctx, "nope", httpapi.RetryRequest{}); return err }, 404, "not_found", "not found"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

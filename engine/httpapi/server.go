@@ -24,6 +24,8 @@ type Engine interface {
 	Cancel(ctx context.Context, id, actor, reason string) error
 	Redrive(ctx context.Context, id, actor, reason string) error
 	Resolve(ctx context.Context, id, actor, reason string) error
+	RetryStep(ctx context.Context, id string, opts *engine.RetryOpts) error
+	DefinitionVersions(ctx context.Context) ([]engine.DefinitionVersion, error)
 }
 
 // ActorHeader names who calls, recorded in the history of starts, cancels and redrives.
@@ -65,11 +67,6 @@ const (
 	MaxHistoryLimit     = 5000
 )
 
-// DefinitionsResponse is the answer to GET /v1/definitions.
-type DefinitionsResponse struct {
-	Definitions []*saga.Definition `json:"definitions"`
-}
-
 // OperationRequest is the body of cancel, redrive and resolve.
 type OperationRequest struct {
 	Reason string `json:"reason,omitempty"`
@@ -99,6 +96,7 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation(e.Cancel))
 	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation(e.Redrive))
 	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation(e.Resolve))
+	mux.HandleFunc("POST /v1/sagas/{id}/retry", h.retry)
 	mux.HandleFunc("GET /v1/definitions", h.definitions)
 	mux.Handle("GET /healthz", HealthHandler())
 	return jsonMisses(mux)
@@ -294,14 +292,6 @@ func (h *handler) operation(op func(ctx context.Context, id, actor, reason strin
 	}
 }
 
-func (h *handler) definitions(w http.ResponseWriter, _ *http.Request) {
-	resp := DefinitionsResponse{Definitions: []*saga.Definition{}}
-	if h.defs != nil {
-		resp.Definitions = append(resp.Definitions, h.defs.List()...)
-	}
-	writeJSON(w, http.StatusOK, resp)
-}
-
 // decode reads a JSON body strictly (unknown fields are errors) and answers 400 when it cannot.
 func (h *handler) decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
@@ -334,7 +324,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		status, code = http.StatusBadRequest, "bad_request"
 	case errors.Is(err, engine.ErrNotFound), errors.Is(err, definitions.ErrNotFound):
 		status, code = http.StatusNotFound, "not_found"
-	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed),
+	case errors.Is(err, saga.ErrFinished), errors.Is(err, saga.ErrCompensating), errors.Is(err, saga.ErrNotFailed), errors.Is(err, saga.ErrNotRetryable),
 		errors.Is(err, saga.ErrNotCancellable), errors.Is(err, engine.ErrNoAttention), errors.Is(err, engine.ErrConflict):
 		status, code = http.StatusConflict, "conflict"
 	}

@@ -42,13 +42,17 @@ func ServiceCommands(service string) string { return CommandPrefix + service + "
 // Header names. Sagaflow's own headers start with "Sagaflow-"; the W3C trace context and the
 // CloudEvents attributes use their standard names.
 const (
-	HeaderMsgID         = "Nats-Msg-Id"
-	HeaderSagaID        = "Sagaflow-Saga-Id"
-	HeaderDefinition    = "Sagaflow-Definition"
-	HeaderVersion       = "Sagaflow-Definition-Version"
-	HeaderBusinessKey   = "Sagaflow-Business-Key"
-	HeaderStep          = "Sagaflow-Step"
-	HeaderAttempt       = "Sagaflow-Attempt"
+	HeaderMsgID       = "Nats-Msg-Id"
+	HeaderSagaID      = "Sagaflow-Saga-Id"
+	HeaderDefinition  = "Sagaflow-Definition"
+	HeaderVersion     = "Sagaflow-Definition-Version"
+	HeaderBusinessKey = "Sagaflow-Business-Key"
+	HeaderStep        = "Sagaflow-Step"
+	HeaderAttempt     = "Sagaflow-Attempt"
+	// HeaderGeneration is the step's retry generation on a command: absent (0) until an operator
+	// retries the step after a failure reply. A participant keys its barrier on (saga, step,
+	// generation, action), so the retry runs the handler again instead of replaying the failure.
+	HeaderGeneration    = "Sagaflow-Step-Generation"
 	HeaderAction        = "Sagaflow-Action"
 	HeaderReplyTo       = "Sagaflow-Reply-To"
 	HeaderOutcome       = "Sagaflow-Outcome"
@@ -100,8 +104,10 @@ type Command struct {
 	BusinessKey string
 	Step        string
 	Attempt     int
-	Action      Action
-	Service     string
+	// Generation is the step's retry generation (HeaderGeneration); 0 when the header is absent.
+	Generation int
+	Action     Action
+	Service    string
 	// Name is the command (or compensation command) name, the last subject token.
 	Name string
 	// ReplyTo is the subject the reply must be published to.
@@ -127,6 +133,9 @@ func (c *Command) Message() *message.Message {
 	}
 	md.Set(HeaderStep, c.Step)
 	md.Set(HeaderAttempt, strconv.Itoa(c.Attempt))
+	if c.Generation > 0 {
+		md.Set(HeaderGeneration, strconv.Itoa(c.Generation))
+	}
 	md.Set(HeaderAction, string(c.Action))
 	md.Set(HeaderReplyTo, c.ReplyTo)
 	setCloudEvents(md, c.MessageID, "sagaflow.command."+c.Name, "sagaflow/orchestrator/"+c.Definition, c.Time)
@@ -236,6 +245,13 @@ func ParseCommand(subject string, m *message.Message) (Command, error) {
 	c.Version, _ = strconv.Atoi(md.Get(HeaderVersion))
 	errs = append(errs, require(HeaderSagaID, c.SagaID), require(HeaderStep, c.Step), require(HeaderReplyTo, c.ReplyTo))
 	c.Attempt, errs = attempt(md, errs)
+	if g := md.Get(HeaderGeneration); g != "" {
+		n, err := strconv.Atoi(g)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("header %s is %q, want an integer >= 0", HeaderGeneration, g))
+		}
+		c.Generation = n
+	}
 	if c.Action != ActionForward && c.Action != ActionCompensate {
 		errs = append(errs, fmt.Errorf("header %s is %q, want forward or compensate", HeaderAction, c.Action))
 	}

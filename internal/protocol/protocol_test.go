@@ -14,13 +14,14 @@ func TestCommandRoundTrip(t *testing.T) {
 	t.Parallel()
 	c := protocol.Command{
 		MessageID: "m1", SagaID: "s1", Definition: "order-fulfilment", Version: 2, BusinessKey: "o-1",
-		Step: "charge-payment", Attempt: 3, Action: protocol.ActionCompensate, Service: "payment",
+		Step: "charge-payment", Attempt: 3, Generation: 2, Action: protocol.ActionCompensate, Service: "payment",
 		Name: "RefundPayment", ReplyTo: protocol.ReplySubject("order-fulfilment"),
 		Payload: json.RawMessage(`{"input":{"amount":5},"steps":{}}`),
 	}
 	m := c.Message()
 	require.Equal(t, "saga.cmd.payment.RefundPayment", c.Subject())
 	require.Equal(t, "1.0", m.Metadata.Get(protocol.HeaderCESpecVersion))
+	require.Equal(t, "2", m.Metadata.Get(protocol.HeaderGeneration))
 	got, err := protocol.ParseCommand(c.Subject(), m)
 	require.NoError(t, err)
 	require.Equal(t, c, got)
@@ -53,6 +54,7 @@ func TestParseRejectsMalformed(t *testing.T) {
 		{"BadSubject", "saga.cmd.a", message.Metadata{}, `{}`, "is not saga.cmd.<service>.<command>"},
 		{"BadAttempt", "saga.cmd.a.B", message.Metadata{protocol.HeaderAttempt: "zero"}, `{}`, `Sagaflow-Attempt is "zero"`},
 		{"BadAction", "saga.cmd.a.B", message.Metadata{protocol.HeaderAction: "undo"}, `{}`, `Sagaflow-Action is "undo"`},
+		{"BadGeneration", "saga.cmd.a.B", message.Metadata{protocol.HeaderGeneration: "-1"}, `{}`, `Sagaflow-Step-Generation is "-1"`},
 		{"NotJSON", "saga.cmd.a.B", message.Metadata{}, `{nope`, "payload is not JSON"},
 	}
 	for _, tt := range tests {
