@@ -222,6 +222,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	return out, nil
 }
 
+// nameChar reports whether c may stand in a consumer name as it is.
+func nameChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+}
+
 // maxNameLen bounds the consumer names Durable derives (JetStream allows 255 bytes; the name is
 // also a directory of the server's store).
 const maxNameLen = 128
@@ -240,7 +245,7 @@ func (s *Subscriber) Durable(topic string) string {
 	suffix := "_" + hex.EncodeToString(sum[:])[:12]
 	readable := []byte(s.cfg.Durable + "_" + topic)
 	for i := len(s.cfg.Durable) + 1; i < len(readable); i++ {
-		if c := readable[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !nameChar(readable[i]) {
 			readable[i] = '_'
 		}
 	}
