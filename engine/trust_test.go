@@ -155,9 +155,10 @@ func TestForgedRepliesDeadLettered(t *testing.T) {
 		}
 		for range forgeries {
 			dead := nextDead(t, dlq)
-			f, ok := want[dead.Headers().Get(protocol.HeaderMsgID)]
+			id := bus.MessageUUID(dead.Subject(), dead.Headers().Get(protocol.HeaderMsgID))
+			f, ok := want[id]
 			require.True(t, ok, "unexpected dead letter %s: %s", dead.Subject(), dead.Headers().Get(bus.HeaderDLQReason))
-			delete(want, dead.Headers().Get(protocol.HeaderMsgID))
+			delete(want, id)
 			reason := dead.Headers().Get(bus.HeaderDLQReason)
 			require.Contains(t, reason, ErrUntrustedReply.Error(), f.name)
 			require.Contains(t, reason, f.reason, f.name)

@@ -183,13 +183,7 @@ func TestDLQUsageErrors(t *testing.T) {
 
 func consumeSubject(t *testing.T, js jetstream.JetStream, stream, subject string) <-chan jetstream.Msg {
 	t.Helper()
-	c, err := js.OrderedConsumer(t.Context(), stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	require.NoError(t, err)
-	out := make(chan jetstream.Msg, 16)
-	cc, err := c.Consume(func(m jetstream.Msg) { out <- m })
-	require.NoError(t, err)
-	t.Cleanup(cc.Stop)
-	return out
+	return natstest.Consume(t, js, stream, subject)
 }
 
 func nextMsg(t *testing.T, ch <-chan jetstream.Msg) jetstream.Msg {

@@ -624,14 +624,14 @@ func (s *Subscriber) lastDelivery(ctx context.Context, jm jetstream.Msg, why str
 	ctx = context.WithoutCancel(ctx)
 	s.abandoned.Add(ctx, 1, metric.WithAttributes(attribute.String("stream", md.Stream), attribute.String("consumer", md.Consumer)))
 	s.cfg.Logger.ErrorContext(ctx, "message abandoned: JetStream will not deliver it again", "reason", why,
-		"message_id", messageUUID(jm.Subject(), jm.Headers().Get(nats.MsgIdHdr)), "subject", jm.Subject(),
+		"message_id", MessageUUID(jm.Subject(), jm.Headers().Get(nats.MsgIdHdr)), "subject", jm.Subject(),
 		"stream", md.Stream, "consumer", md.Consumer, "stream_sequence", md.Sequence.Stream, "attempt", md.NumDelivered)
 }
 
 // toMessage converts a JetStream message to a Watermill message.
 func toMessage(stream string, jm jetstream.Msg) *message.Message {
 	h := jm.Headers()
-	id := messageUUID(jm.Subject(), h.Get(nats.MsgIdHdr))
+	id := MessageUUID(jm.Subject(), h.Get(nats.MsgIdHdr))
 	md, mdErr := jm.Metadata()
 	if id == "" {
 		if mdErr == nil {
@@ -652,10 +652,11 @@ func toMessage(stream string, jm jetstream.Msg) *message.Message {
 	return msg
 }
 
-// messageUUID returns the UUID of a message received on subject with Nats-Msg-Id msgID: msgID
+// MessageUUID returns the UUID of a message stored on subject with Nats-Msg-Id msgID: msgID
 // without the "<subject>:" prefix MsgID puts before it, or msgID itself when it does not start so
-// (a message published by another client, whose Nats-Msg-Id is its id).
-func messageUUID(subject, msgID string) string {
+// (a message published by another client, whose Nats-Msg-Id is its id). Tools that read streams
+// directly (the dead-letter queue, tests) use it as the subscriber does.
+func MessageUUID(subject, msgID string) string {
 	if id, ok := strings.CutPrefix(msgID, subject+":"); ok && id != "" {
 		return id
 	}

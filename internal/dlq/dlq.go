@@ -308,7 +308,7 @@ func toMessage(seq uint64, at time.Time, dlqSubject string, h nats.Header, data 
 		Seq:         seq,
 		Time:        at.UTC(),
 		Subject:     subject,
-		MessageID:   header(h, nats.MsgIdHdr),
+		MessageID:   bus.MessageUUID(dlqSubject, header(h, nats.MsgIdHdr)),
 		SagaID:      header(h, protocol.HeaderSagaID),
 		Definition:  header(h, protocol.HeaderDefinition),
 		Step:        header(h, protocol.HeaderStep),

@@ -163,3 +163,26 @@ func (s *Server) JetStream(t testing.TB) jetstream.JetStream {
 	}
 	return js
 }
+
+// Consume reads stream's messages on subjects (all of them when none is given) from the start,
+// through an explicit-ack consumer that acks each one — the kind JetStream allows on the
+// work-queue streams (SAGA_COMMANDS, SAGA_REPLIES), where acking removes the message — until the
+// test ends. Ordered consumers (no acks) are refused on those streams.
+func Consume(t testing.TB, js jetstream.JetStream, stream string, subjects ...string) <-chan jetstream.Msg {
+	t.Helper()
+	cfg := jetstream.ConsumerConfig{AckPolicy: jetstream.AckExplicitPolicy, InactiveThreshold: time.Minute, FilterSubjects: subjects}
+	c, err := js.CreateConsumer(t.Context(), stream, cfg)
+	if err != nil {
+		t.Fatalf("natstest: consumer on %s %v: %v", stream, subjects, err)
+	}
+	out := make(chan jetstream.Msg, 1024)
+	cc, err := c.Consume(func(m jetstream.Msg) {
+		_ = m.Ack()
+		out <- m
+	})
+	if err != nil {
+		t.Fatalf("natstest: consume %s: %v", stream, err)
+	}
+	t.Cleanup(cc.Stop)
+	return out
+}
