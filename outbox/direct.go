@@ -111,13 +111,12 @@ func (r *Relay) publishDirect(ctx context.Context, batch []*message.Message) {
 		}
 	}
 	res.published = len(ids)
+	r.countPublished(ctx, res) // acknowledged by JetStream: published, whatever becomes of the rows
 	if err := r.store.markPublishedIDs(ctx, r.db, ids, r.cfg.Retention > 0); err != nil {
 		// The messages are stored in the stream; their rows are published again by the claim
 		// after ClaimDelay, and JetStream drops the duplicates inside its window.
 		r.cfg.Logger.WarnContext(ctx, "mark messages published from memory", "messages", len(ids), "err", err)
-		return
 	}
-	r.countPublished(ctx, res)
 }
 
 // markPublishedIDs deletes (keep false) or stamps published the rows of message ids.
