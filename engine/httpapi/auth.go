@@ -175,8 +175,9 @@ func (a *Auth) Middleware(next http.Handler) http.Handler {
 			return
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		p, known := a.check(strings.TrimSpace(token))
-		if !ok || !known {
+		token = strings.TrimSpace(token)
+		p, known := a.check(token)
+		if !ok || token == "" || !known {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sagaflow"`)
 			writeJSON(w, http.StatusUnauthorized, Error{Message: "authentication required: send Authorization: Bearer <token>", Code: "unauthorized"})
 			return

@@ -88,6 +88,7 @@ func TestAuthRejects(t *testing.T) {
 		}{
 			{"no token", "", http.MethodGet, "/v1/sagas", http.StatusUnauthorized, "unauthorized"},
 			{"unknown token", httpapi.NewToken(), http.MethodGet, "/v1/sagas", http.StatusUnauthorized, "unauthorized"},
+			{"empty token", " ", http.MethodGet, "/v1/sagas", http.StatusUnauthorized, "unauthorized"},
 			{"no token, a write", "", http.MethodPost, "/v1/sagas/" + id + "/cancel", http.StatusUnauthorized, "unauthorized"},
 			{"viewer cancels", authTokens[httpapi.RoleViewer], http.MethodPost, "/v1/sagas/" + id + "/cancel", http.StatusForbidden, "forbidden"},
 			{"viewer starts", authTokens[httpapi.RoleViewer], http.MethodPost, "/v1/sagas", http.StatusForbidden, "forbidden"},
