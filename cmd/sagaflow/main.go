@@ -93,7 +93,7 @@ and every instance is traced across services with OpenTelemetry.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVersionCmd(), newDefinitionsCmd(),
 		newStartCmd(), newListCmd(), newShowCmd(), newCancelCmd(), newRedriveCmd(), newRetryCmd(), newResolveCmd(), newDLQCmd(),
-		newServeCmd(), newRelayCmd(), newMigrateCmd(), newDevCmd(), newBenchCmd())
+		newServeCmd(), newRelayCmd(), newMigrateCmd(), newDevCmd(), newBenchCmd(), newAuthCmd())
 	for _, c := range root.Commands() {
 		setUsageArgs(c)
 	}

@@ -26,11 +26,13 @@ const defaultAPI = "http://127.0.0.1:8080"
 type opsFlags struct {
 	api    string
 	output string
+	conn   clientFlags
 }
 
 func (o *opsFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&o.api, "api", defaultAPI, "URL of the Sagaflow HTTP API")
 	c.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text or json")
+	o.conn.register(c)
 	bindEnv(c)
 	prev := c.PreRunE
 	c.PreRunE = func(cmd *cobra.Command, args []string) error {
@@ -40,7 +42,7 @@ func (o *opsFlags) register(c *cobra.Command) {
 		if o.output != "text" && o.output != "json" {
 			return usageError{fmt.Errorf("--output %q: want text or json", o.output)}
 		}
-		return nil
+		return o.conn.build()
 	}
 }
 
@@ -49,7 +51,7 @@ func (o *opsFlags) client() *httpapi.Client {
 	if u, err := user.Current(); err == nil {
 		who = "cli:" + u.Username
 	}
-	return httpapi.NewClient(o.api, who, nil)
+	return httpapi.NewClient(o.api, who, o.conn.hc).WithToken(o.conn.token)
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -124,6 +124,7 @@ func newServeCmd() *cobra.Command {
 	var replyBatch int
 	var retention, inboxRetention time.Duration
 	var tf traceFlags
+	var sec apiSecurityFlags
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the orchestrator (and by default the outbox relay and the HTTP API)",
@@ -144,11 +145,18 @@ environment variable.`,
 			if err := tf.check(); err != nil {
 				return usageError{err}
 			}
+			if err := sec.check(httpAddr); err != nil {
+				return usageError{err}
+			}
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			logger := f.logger(cmd.ErrOrStderr())
+			apiAuth, apiTLS, err := sec.build(httpAddr, logger)
+			if err != nil {
+				return err
+			}
 			obs, err := newObservability(ctx, "sagaflow", tf, cmd.ErrOrStderr(), logger)
 			if err != nil {
 				return err
@@ -186,7 +194,7 @@ environment variable.`,
 			defer nc.Close()
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
-				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Streams: streams,
+				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Auth: apiAuth, TLS: apiTLS, Streams: streams,
 				Engine: engine.Config{ReplyBatch: replyBatch, Retention: retention, InboxRetention: inboxRetention}, Logger: logger,
 				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
 				MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
@@ -194,7 +202,8 @@ environment variable.`,
 			if err != nil {
 				return err
 			}
-			logger.Info("sagaflow serving", "definitions", len(reg.List()), "http", node.Addr(), "relay", relay, "db", sqldb.Redact(f.db))
+			logger.Info("sagaflow serving", "definitions", len(reg.List()), "http", node.Addr(), "api_auth", apiAuth != nil, "api_tls", apiTLS != nil,
+				"relay", relay, "db", sqldb.Redact(f.db))
 			runCtx, stop := context.WithCancel(ctx)
 			watched := make(chan struct{})
 			go func() {
@@ -217,6 +226,7 @@ environment variable.`,
 	c.Flags().IntVar(&replyBatch, "reply-batch", 64, "most replies applied in one transaction")
 	c.Flags().DurationVar(&retention, "retention", 720*time.Hour, "delete completed and compensated sagas and their history this long after they finished (0: keep forever)")
 	c.Flags().DurationVar(&inboxRetention, "inbox-retention", engine.DefaultInboxRetention, "keep the ids of applied replies this long, to drop duplicates")
+	sec.register(c)
 	tf.register(c, telemetry.TracesAuto, false)
 	bindEnv(c)
 	return c

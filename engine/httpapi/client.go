@@ -19,6 +19,7 @@ type Client struct {
 	base  string
 	http  *http.Client
 	actor string
+	token string
 }
 
 // NewClient returns a client of the API at baseURL (for example "http://127.0.0.1:8080"). actor is
@@ -28,6 +29,13 @@ func NewClient(baseURL, actor string, hc *http.Client) *Client {
 		hc = http.DefaultClient
 	}
 	return &Client{base: strings.TrimRight(baseURL, "/"), http: hc, actor: actor}
+}
+
+// WithToken returns a copy of c that sends token as "Authorization: Bearer <token>" (empty: none).
+func (c *Client) WithToken(token string) *Client {
+	cp := *c
+	cp.token = token
+	return &cp
 }
 
 // APIError is an error answer of the API.
@@ -169,6 +177,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	if c.actor != "" {
 		req.Header.Set(ActorHeader, c.actor)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {

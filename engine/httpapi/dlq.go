@@ -112,8 +112,8 @@ const MaxDLQChange = 1000
 //	POST /v1/dlq/purge      DLQChangeRequest → DLQChangeResponse
 //
 // The node (internal/server) mounts it beside NewHandler's routes, as it does ReadyHandler, since
-// it needs the bus. Replays and purges record the actor of the request (X-Sagaflow-Actor) in
-// their audit log line and the replayed messages.
+// it needs the bus. Replays and purges record the request's actor (see NewHandler) in their audit
+// log lines and the replayed messages.
 func DLQHandler(q DLQ, logger *slog.Logger) http.Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -122,8 +122,8 @@ func DLQHandler(q DLQ, logger *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/dlq", h.list)
 	mux.HandleFunc("GET /v1/dlq/{seq}", h.get)
-	mux.HandleFunc("POST /v1/dlq/replay", h.change(q.Replay))
-	mux.HandleFunc("POST /v1/dlq/purge", h.change(q.Purge))
+	mux.HandleFunc("POST /v1/dlq/replay", h.change("dlq_replay", q.Replay))
+	mux.HandleFunc("POST /v1/dlq/purge", h.change("dlq_purge", q.Purge))
 	return mux
 }
 
@@ -175,7 +175,7 @@ func (h *dlqHandler) get(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, m)
 }
 
-func (h *dlqHandler) change(op func(context.Context, []uint64, dlq.ChangeOpts) ([]dlq.Changed, error)) http.HandlerFunc {
+func (h *dlqHandler) change(action string, op func(context.Context, []uint64, dlq.ChangeOpts) ([]dlq.Changed, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req DLQChangeRequest
 		if !h.decode(w, r, &req) {
@@ -214,6 +214,7 @@ func (h *dlqHandler) change(op func(context.Context, []uint64, dlq.ChangeOpts) (
 			}
 		}
 		done, err := op(r.Context(), seqs, opts)
+		h.audit(r, action, req.Reason, err, slog.Any("seqs", seqs), slog.Bool("dry_run", req.DryRun))
 		if err != nil {
 			h.failDLQ(w, r, err)
 			return

@@ -30,7 +30,10 @@
 // /readyz is served by the node (internal/server) with ReadyHandler: the database answers, the NATS
 // connection is up, and Sagaflow's streams exist (docs/observability.md).
 //
-// The actor recorded in history for start, cancel, redrive, retry and resolve, and in the audit
-// line and headers of a dead-letter replay or purge, is the X-Sagaflow-Actor request header, or
-// "api" when it is absent.
+// Auth.Middleware (auth.go) requires a bearer token with a role (viewer for GET, operator for
+// POST) on every route but /healthz, /readyz and /metrics. The actor recorded in history for
+// start, cancel, redrive, retry and resolve, and in the audit line and headers of a dead-letter
+// replay or purge, is the token's name, with the X-Sagaflow-Actor request header as "on behalf
+// of"; without authentication it is the header, or "api" when it is absent. Every such action
+// writes one "audit" log line (handler.audit).
 package httpapi

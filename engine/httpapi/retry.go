@@ -3,6 +3,7 @@ package httpapi
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/url"
 
@@ -28,6 +29,7 @@ func (h *handler) retry(w http.ResponseWriter, r *http.Request) {
 	err := h.e.RetryStep(r.Context(), r.PathValue("id"), &engine.RetryOpts{
 		Actor: actor(r), Reason: req.Reason, InputPatch: req.InputPatch, Input: req.Input,
 	})
+	h.audit(r, "retry", req.Reason, err, slog.String("saga_id", r.PathValue("id")))
 	if err != nil {
 		h.fail(w, r, err)
 		return

@@ -28,7 +28,8 @@ type Engine interface {
 	DefinitionVersions(ctx context.Context) ([]engine.DefinitionVersion, error)
 }
 
-// ActorHeader names who calls, recorded in the history of starts, cancels and redrives.
+// ActorHeader names whom a caller acts for. With authentication the history records the token's
+// name and this only as "on behalf of"; without, it records this as given.
 const ActorHeader = "X-Sagaflow-Actor"
 
 // maxBody bounds request bodies: a start input is a saga's data, not a file upload.
@@ -93,9 +94,9 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	mux.HandleFunc("GET /v1/sagas/{id}", h.get)
 	mux.HandleFunc("GET /v1/sagas/{id}/history", h.history)
 	mux.HandleFunc("GET /v1/definitions/{name}/sagas/{key}", h.getByKey)
-	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation(e.Cancel))
-	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation(e.Redrive))
-	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation(e.Resolve))
+	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation("cancel", e.Cancel))
+	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation("redrive", e.Redrive))
+	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation("resolve", e.Resolve))
 	mux.HandleFunc("POST /v1/sagas/{id}/retry", h.retry)
 	mux.HandleFunc("GET /v1/definitions", h.definitions)
 	mux.Handle("GET /healthz", HealthHandler())
@@ -141,13 +142,6 @@ type handler struct {
 	log  *slog.Logger
 }
 
-func actor(r *http.Request) string {
-	if a := r.Header.Get(ActorHeader); a != "" {
-		return a
-	}
-	return "api"
-}
-
 func (h *handler) start(w http.ResponseWriter, r *http.Request) {
 	var req StartRequest
 	if !h.decode(w, r, &req) {
@@ -160,6 +154,7 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request) {
 	id, err := h.e.Start(r.Context(), req.Definition, req.BusinessKey, req.Input, engine.StartOptions{
 		Version: req.Version, IdempotencyKey: req.IdempotencyKey, Actor: actor(r),
 	})
+	h.audit(r, "start", "", err, slog.String("saga_id", id), slog.String("definition", req.Definition))
 	if err != nil {
 		h.fail(w, r, err)
 		return
@@ -277,14 +272,16 @@ func (h *handler) history(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, resp)
 }
 
-func (h *handler) operation(op func(ctx context.Context, id, actor, reason string) error) http.HandlerFunc {
+func (h *handler) operation(action string, op func(ctx context.Context, id, actor, reason string) error) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var req OperationRequest
 		if r.ContentLength != 0 && !h.decode(w, r, &req) {
 			return
 		}
 		id := r.PathValue("id")
-		if err := op(r.Context(), id, actor(r), req.Reason); err != nil {
+		err := op(r.Context(), id, actor(r), req.Reason)
+		h.audit(r, action, req.Reason, err, slog.String("saga_id", id))
+		if err != nil {
 			h.fail(w, r, err)
 			return
 		}

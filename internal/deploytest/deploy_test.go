@@ -132,7 +132,7 @@ func TestCompose(t *testing.T) {
 	for _, s := range []string{"nats", "postgres", "jaeger", "prometheus", "grafana", "sagaflow", "orders", "inventory", "payment", "shipping"} {
 		require.Contains(t, c.Services, s)
 	}
-	serveFlags := flagsOf(t, "cmd/sagaflow/serve.go", "cmd/sagaflow/telemetry.go")
+	serveFlags := flagsOf(t, "cmd/sagaflow/serve.go", "cmd/sagaflow/telemetry.go", "cmd/sagaflow/auth.go")
 	serviceFlags := flagsOf(t, "examples/order/cmd/order-service/main.go")
 	apps := map[string]string{"sagaflow": "sagaflow", "orders": order.ServiceOrder, "inventory": order.ServiceInventory,
 		"payment": order.ServicePayment, "shipping": order.ServiceShipping}
@@ -393,7 +393,7 @@ func TestKubernetesProbes(t *testing.T) {
 			} `yaml:"template"`
 		} `yaml:"spec"`
 	}
-	flags := flagsOf(t, "cmd/sagaflow/serve.go", "cmd/sagaflow/telemetry.go")
+	flags := flagsOf(t, "cmd/sagaflow/serve.go", "cmd/sagaflow/telemetry.go", "cmd/sagaflow/auth.go")
 	dec := yaml.NewDecoder(strings.NewReader(string(read(t, "deploy/kubernetes/sagaflow.yaml"))))
 	containers := 0
 	for {

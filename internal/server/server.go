@@ -8,6 +8,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +51,12 @@ type Config struct {
 	Relay bool
 	// HTTPAddr is where the API listens ("127.0.0.1:8080"); empty: no API.
 	HTTPAddr string
+	// Auth, when set, requires a bearer token on the API (not on /healthz, /readyz and /metrics)
+	// and records the token's name as the actor; nil: no authentication.
+	Auth *httpapi.Auth
+	// TLS, when set, serves the API over TLS with it (its Certificates, and ClientCAs with
+	// ClientAuth for mutual TLS); nil: plain HTTP.
+	TLS *tls.Config
 	// HTTPLimits bounds the API's connections (timeouts, header size); zero: the defaults.
 	HTTPLimits HTTPLimits
 	// Streams configures the JetStream streams, created or updated at start.
@@ -194,9 +201,14 @@ func (n *Node) Run(ctx context.Context) error {
 		dlqAPI := httpapi.DLQHandler(dlq.New(n.js, dlq.Config{Logger: n.cfg.Logger}), n.cfg.Logger)
 		mux.Handle("/v1/dlq", dlqAPI)
 		mux.Handle("/v1/dlq/", dlqAPI)
-		srv := NewHTTPServer(mux, n.cfg.HTTPLimits)
+		srv := NewHTTPServer(n.cfg.Auth.Middleware(mux), n.cfg.HTTPLimits)
+		ln := n.ln
+		if n.cfg.TLS != nil {
+			srv.TLSConfig = n.cfg.TLS
+			ln = tls.NewListener(ln, n.cfg.TLS)
+		}
 		g.Go(func() error {
-			if err := srv.Serve(n.ln); !errors.Is(err, http.ErrServerClosed) {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("http api: %w", err)
 			}
 			return nil
