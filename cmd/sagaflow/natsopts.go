@@ -17,6 +17,7 @@ type natsAuthFlags struct {
 	creds, nkey            string
 	user, password, token  string
 	tlsCA, tlsCert, tlsKey string
+	inboxPrefix            string
 }
 
 func (a *natsAuthFlags) register(c *cobra.Command) {
@@ -28,6 +29,7 @@ func (a *natsAuthFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&a.tlsCA, "nats-tls-ca", "", "PEM file of the CA that signed the NATS server's certificate (turns TLS on)")
 	c.Flags().StringVar(&a.tlsCert, "nats-tls-cert", "", "PEM client certificate for NATS TLS (with --nats-tls-key)")
 	c.Flags().StringVar(&a.tlsKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
+	c.Flags().StringVar(&a.inboxPrefix, "nats-inbox-prefix", "", "prefix of this process's reply subjects (default _INBOX), so that a user may subscribe only to its own, e.g. _INBOX_orchestrator")
 }
 
 // check reports every conflicting or incomplete combination at once, each naming its flags.
@@ -86,6 +88,9 @@ func (a *natsAuthFlags) options() ([]nats.Option, error) {
 	}
 	if a.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
+	}
+	if a.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(a.inboxPrefix))
 	}
 	return opts, nil
 }

@@ -78,6 +78,9 @@ func TestNATSAuthFlagsOptions(t *testing.T) {
 			require.Equal(t, pub, o.Nkey)
 			require.NotNil(t, o.SignatureCB)
 		}},
+		{"InboxPrefix", natsAuthFlags{inboxPrefix: "_INBOX_orchestrator"}, func(t *testing.T, o *nats.Options) {
+			require.Equal(t, "_INBOX_orchestrator", o.InboxPrefix)
+		}},
 		{"MissingClientCert", natsAuthFlags{tlsCert: "none-c.pem", tlsKey: "k.pem"}, nil},
 	}
 	for _, tt := range tests {

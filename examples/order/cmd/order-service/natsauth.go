@@ -14,7 +14,7 @@ import (
 // natsAuth is how the service authenticates to NATS and secures the connection. Each flag also
 // reads its SAGAFLOW_* variable (--nats-creds: SAGAFLOW_NATS_CREDS); the flag wins.
 type natsAuth struct {
-	creds, nkey, user, password, token, tlsCA, tlsCert, tlsKey string
+	creds, nkey, user, password, token, tlsCA, tlsCert, tlsKey, inboxPrefix string
 }
 
 func (a *natsAuth) register(fs *flag.FlagSet) {
@@ -30,6 +30,7 @@ func (a *natsAuth) register(fs *flag.FlagSet) {
 		{&a.tlsCA, "nats-tls-ca", "PEM file of the CA of the NATS server's certificate (turns TLS on)"},
 		{&a.tlsCert, "nats-tls-cert", "PEM client certificate for NATS TLS (with --nats-tls-key)"},
 		{&a.tlsKey, "nats-tls-key", "PEM private key of --nats-tls-cert"},
+		{&a.inboxPrefix, "nats-inbox-prefix", "prefix of the service's reply subjects (default _INBOX), e.g. _INBOX_payment"},
 	} {
 		env := "SAGAFLOW_" + strings.ToUpper(strings.ReplaceAll(f.name, "-", "_"))
 		fs.StringVar(f.p, f.name, os.Getenv(env), f.help+" [$"+env+"]")
@@ -81,6 +82,9 @@ func (a *natsAuth) options() ([]nats.Option, error) {
 	}
 	if a.tlsCert != "" {
 		opts = append(opts, nats.ClientCert(a.tlsCert, a.tlsKey))
+	}
+	if a.inboxPrefix != "" {
+		opts = append(opts, nats.CustomInboxPrefix(a.inboxPrefix))
 	}
 	return opts, nil
 }

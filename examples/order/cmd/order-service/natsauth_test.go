@@ -17,7 +17,7 @@ func TestParseNATSAuth(t *testing.T) {
 
 	t.Setenv("SAGAFLOW_NATS_USER", "payment")
 	t.Setenv("SAGAFLOW_NATS_PASSWORD", "pw")
-	f, err := parse(base)
+	f, err := parse(append(base, "--nats-inbox-prefix", "_INBOX_payment"))
 	require.NoError(t, err)
 	opts, err := f.natsAuth.options()
 	require.NoError(t, err)
@@ -27,6 +27,7 @@ func TestParseNATSAuth(t *testing.T) {
 	}
 	require.Equal(t, "payment", o.User)
 	require.Equal(t, "pw", o.Password)
+	require.Equal(t, "_INBOX_payment", o.InboxPrefix)
 
 	_, err = parse(append(base, "--nats-token", "t"))
 	require.ErrorContains(t, err, "--nats-token, --nats-user")
