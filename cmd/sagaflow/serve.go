@@ -95,7 +95,9 @@ func connectNATS(urls, name string, auth natsAuthFlags, logger *slog.Logger) (*n
 				logger.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) })}, authOpts...)...)
+		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		// Asynchronous errors, such as a permission violation, would otherwise go unnoticed.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { logger.Error("nats error", "err", err) })}, authOpts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS %s: %w", redactNATSURLs(urls), err)
 	}

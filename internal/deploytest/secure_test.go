@@ -2,18 +2,9 @@ package deploytest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -27,6 +18,7 @@ import (
 
 	order "github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/services"
+	"github.com/sagaflow/sagaflow/internal/natstest"
 	"github.com/sagaflow/sagaflow/internal/sqlitetest"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/participant"
@@ -35,76 +27,13 @@ import (
 // secureUsers are the users deploy/nats/secure.conf defines: one per component.
 var secureUsers = append([]string{"orchestrator", "relay"}, order.Services...)
 
-// writeCerts writes a CA, a server certificate for 127.0.0.1 and a client certificate, all signed
-// by the CA, into dir as ca.pem, server.pem, server-key.pem, client.pem and client-key.pem.
-func writeCerts(t *testing.T, dir string) {
-	t.Helper()
-	newKey := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		require.NoError(t, err)
-		return k
-	}
-	write := func(name, typ string, der []byte) {
-		require.NoError(t, os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
-	}
-	now := time.Now()
-	caKey := newKey()
-	caTmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sagaflow test CA"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	write("ca.pem", "CERTIFICATE", caDER)
-	for i, leaf := range []struct {
-		name  string
-		usage x509.ExtKeyUsage
-	}{{"server", x509.ExtKeyUsageServerAuth}, {"client", x509.ExtKeyUsageClientAuth}} {
-		key := newKey()
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(int64(i + 2)), Subject: pkix.Name{CommonName: leaf.name},
-			NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{leaf.usage},
-			IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		require.NoError(t, err)
-		write(leaf.name+".pem", "CERTIFICATE", der)
-		keyDER, err := x509.MarshalECPrivateKey(key)
-		require.NoError(t, err)
-		write(leaf.name+"-key.pem", "EC PRIVATE KEY", keyDER)
-	}
-}
-
-// securePassword is the password the tests give user.
-func securePassword(user string) string { return "pw-" + user }
-
-// secureOptions parses deploy/nats/secure.conf with nats-server's parser, with the certificates
-// of writeCerts in place of /etc/nats/certs and each password variable defined, and returns the
-// server options and the directory of the certificates.
-func secureOptions(t *testing.T) (*server.Options, string) {
-	t.Helper()
-	dir := t.TempDir()
-	writeCerts(t, dir)
-	var vars strings.Builder
-	for _, u := range secureUsers {
-		vars.WriteString("SAGAFLOW_" + strings.ToUpper(u) + "_PASSWORD: \"" + securePassword(u) + "\"\n")
-	}
-	conf := vars.String() + strings.ReplaceAll(string(read(t, "deploy/nats/secure.conf")), "/etc/nats/certs/", dir+"/")
-	path := filepath.Join(dir, "secure.conf")
-	require.NoError(t, os.WriteFile(path, []byte(conf), 0o600))
-	opts, err := server.ProcessConfigFile(path)
-	require.NoError(t, err)
-	return opts, dir
-}
+// securePath is the secure NATS sample.
+var securePath = filepath.Join(root, "deploy/nats/secure.conf")
 
 func TestNATSSecureConfig(t *testing.T) {
 	t.Parallel()
 	require.NotContains(t, string(read(t, "deploy/nats/secure.conf")), "pw-", "no password in the sample")
-	opts, _ := secureOptions(t)
+	opts, _ := natstest.SecureOptions(t, securePath)
 	require.True(t, opts.JetStream)
 	require.NotNil(t, opts.TLSConfig, "TLS on")
 	require.Equal(t, tls.RequireAndVerifyClientCert, opts.TLSConfig.ClientAuth, "client certificates required")
@@ -117,7 +46,7 @@ func TestNATSSecureConfig(t *testing.T) {
 	for _, name := range secureUsers {
 		u := users[name]
 		require.NotNil(t, u, name)
-		require.Equal(t, securePassword(name), u.Password, "%s: password from its variable", name)
+		require.Equal(t, natstest.Password(name), u.Password, "%s: password from its variable", name)
 		require.Equal(t, []string{"_INBOX_" + name + ".>"}, u.Permissions.Subscribe.Allow, "%s subscribes only to its own inbox", name)
 		pub := u.Permissions.Publish.Allow
 		if !slices.Contains(order.Services, name) {
@@ -144,27 +73,13 @@ func TestNATSSecureConfig(t *testing.T) {
 // without credentials is refused.
 func TestNATSSecureServer(t *testing.T) {
 	t.Parallel()
-	opts, certs := secureOptions(t)
-	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-	opts.HTTPHost, opts.HTTPPort = "", 0
-	opts.StoreDir = t.TempDir()
-	opts.NoLog, opts.NoSigs = true, true
-	srv, err := server.NewServer(opts)
-	require.NoError(t, err)
-	srv.Start()
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	require.True(t, srv.ReadyForConnections(30*time.Second), "nats-server did not start")
-
-	tlsOpts := []nats.Option{nats.RootCAs(filepath.Join(certs, "ca.pem")),
-		nats.ClientCert(filepath.Join(certs, "client.pem"), filepath.Join(certs, "client-key.pem"))}
+	srv := natstest.NewSecure(t, securePath)
+	tlsOpts := srv.TLSOptions()
 	// connect connects as user over TLS; the async errors (permission violations) go to the channel.
 	connect := func(user string) (jetstream.JetStream, *nats.Conn, <-chan error) {
 		t.Helper()
 		errs := make(chan error, 16)
-		nc, err := nats.Connect(srv.ClientURL(), append(slices.Clone(tlsOpts), nats.UserInfo(user, securePassword(user)),
+		nc, err := nats.Connect(srv.URL(), append(slices.Clone(tlsOpts), nats.UserInfo(user, natstest.Password(user)),
 			nats.CustomInboxPrefix("_INBOX_"+user), // --nats-inbox-prefix
 			nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 				select {
@@ -197,11 +112,11 @@ func TestNATSSecureServer(t *testing.T) {
 
 	t.Run("RefusesClientsWithoutCredentials", func(t *testing.T) {
 		t.Parallel()
-		_, err := nats.Connect(srv.ClientURL(), tlsOpts...)
+		_, err := nats.Connect(srv.URL(), tlsOpts...)
 		require.ErrorIs(t, err, nats.ErrAuthorization)
-		_, err = nats.Connect(srv.ClientURL(), nats.UserInfo("payment", "wrong"), tlsOpts[0], tlsOpts[1])
+		_, err = nats.Connect(srv.URL(), nats.UserInfo("payment", "wrong"), tlsOpts[0], tlsOpts[1])
 		require.ErrorIs(t, err, nats.ErrAuthorization)
-		_, err = nats.Connect(srv.ClientURL(), nats.UserInfo("payment", securePassword("payment")), tlsOpts[0])
+		_, err = nats.Connect(srv.URL(), nats.UserInfo("payment", natstest.Password("payment")), tlsOpts[0])
 		require.Error(t, err, "no client certificate")
 	})
 
