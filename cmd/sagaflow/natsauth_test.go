@@ -95,3 +95,29 @@ func TestServeWithSecureNATS(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectNATSLogsPermissionViolations: connectNATS logs the server's asynchronous errors, so
+// a user missing a permission is seen in the logs, with no password in them.
+func TestConnectNATSLogsPermissionViolations(t *testing.T) {
+	t.Parallel()
+	ns := natstest.NewSecure(t, "../../deploy/nats/secure.conf")
+	var logs syncBuffer
+	auth := natsAuthFlags{user: "payment", password: natstest.Password("payment"), inboxPrefix: "_INBOX_payment",
+		tlsCA: filepath.Join(ns.CertDir, "ca.pem"), tlsCert: filepath.Join(ns.CertDir, "client.pem"), tlsKey: filepath.Join(ns.CertDir, "client-key.pem")}
+	nc, err := connectNATS(ns.URL(), "test", auth, (&serverFlags{logFormat: "text", logLevel: "info"}).logger(&logs))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	_, err = nc.Subscribe("saga.cmd.shipping.>", func(*nats.Msg) {})
+	require.NoError(t, err)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for !strings.Contains(logs.String(), `msg="nats error"`) {
+		select {
+		case <-tick.C:
+		case <-t.Context().Done():
+			t.Fatalf("no nats error logged: %s", logs.String())
+		}
+	}
+	require.Contains(t, logs.String(), "saga.cmd.shipping.>")
+	require.NotContains(t, logs.String(), natstest.Password("payment"))
+}
