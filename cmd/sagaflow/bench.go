@@ -267,7 +267,7 @@ func benchSaga(ctx context.Context, stats *sqlx.DB, cfg sagaBenchConfig, mode st
 		return res, err
 	}
 	defer ns.Shutdown()
-	nc, err := connectNATS(ns.ClientURL(), "sagaflow-bench", slog.New(slog.DiscardHandler))
+	nc, err := connectNATS(ns.ClientURL(), "sagaflow-bench", natsAuthFlags{}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		return res, err
 	}

@@ -131,7 +131,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		return err
 	}
 	defer ns.Shutdown()
-	nc, err := connectNATS(ns.ClientURL(), "sagaflow-dev", logger)
+	nc, err := connectNATS(ns.ClientURL(), "sagaflow-dev", natsAuthFlags{}, logger)
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,7 @@ type serverFlags struct {
 	// dbMaxConns bounds the PostgreSQL pool (open and idle connections).
 	dbMaxConns int
 	nats       string
+	natsAuth   natsAuthFlags
 	logFormat  string
 	logLevel   string
 }
@@ -39,6 +40,7 @@ func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
 	c.Flags().IntVar(&f.dbMaxConns, "db-max-conns", DefaultDBMaxConns, "most open PostgreSQL connections of this process (idle ones kept up to the same number); SQLite always uses 4")
 	if needNATS {
 		c.Flags().StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URLs, comma-separated")
+		f.natsAuth.register(c)
 	}
 	c.Flags().StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	c.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -58,7 +60,7 @@ func (f *serverFlags) check() error {
 	if err := l.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)}
 	}
-	return nil
+	return f.natsAuth.check()
 }
 
 func (f *serverFlags) logger(w io.Writer) *slog.Logger {
@@ -81,17 +83,23 @@ func listenDSN(url string) string {
 
 // connectNATS connects to the bus and keeps reconnecting forever: a NATS restart must not stop
 // a server (the relay and the consumers resume when it is back).
-func connectNATS(urls, name string, logger *slog.Logger) (*nats.Conn, error) {
-	nc, err := nats.Connect(urls, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
+func connectNATS(urls, name string, auth natsAuthFlags, logger *slog.Logger) (*nats.Conn, error) {
+	authOpts, err := auth.options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(urls, append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
 		nats.RetryOnFailedConnect(true),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil {
 				logger.Warn("nats disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }))
+		nats.ReconnectHandler(func(c *nats.Conn) { logger.Info("nats reconnected", "url", c.ConnectedUrlRedacted()) }),
+		// Asynchronous errors, such as a permission violation, would otherwise go unnoticed.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { logger.Error("nats error", "err", err) })}, authOpts...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS %s: %w", urls, err)
+		return nil, fmt.Errorf("connect to NATS %s: %w", redactNATSURLs(urls), err)
 	}
 	return nc, nil
 }
@@ -187,7 +195,7 @@ environment variable.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			nc, err := connectNATS(f.nats, "sagaflow-serve", logger)
+			nc, err := connectNATS(f.nats, "sagaflow-serve", f.natsAuth, logger)
 			if err != nil {
 				return err
 			}
@@ -276,7 +284,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 			} else if err := outbox.CheckMigrations(ctx, db); err != nil {
 				return fmt.Errorf("--migrate=false: %w", err)
 			}
-			nc, err := connectNATS(f.nats, "sagaflow-relay", logger)
+			nc, err := connectNATS(f.nats, "sagaflow-relay", f.natsAuth, logger)
 			if err != nil {
 				return err
 			}

@@ -36,6 +36,7 @@ type flags struct {
 	batch, maxDeliver           int
 	dbMaxConns                  int
 	createStreams               bool
+	natsAuth                    natsAuth
 }
 
 func parse(args []string) (flags, error) {
@@ -44,6 +45,7 @@ func parse(args []string) (flags, error) {
 	fs.StringVar(&f.service, "service", "", "the service to run: "+strings.Join(order.Services, "|")+" (required)")
 	fs.StringVar(&f.db, "db", "", "the service's own database: postgres://… or sqlite:PATH (required)")
 	fs.StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URL(s), comma-separated")
+	f.natsAuth.register(fs)
 	fs.Float64Var(&f.opts.PaymentDeclineRate, "payment-decline-rate", 0, "payment: share of orders declined (0..1)")
 	fs.Float64Var(&f.opts.ShippingFailureRate, "shipping-failure-rate", 0, "shipping: share of orders that cannot ship (0..1)")
 	fs.Float64Var(&f.opts.OutOfStockRate, "out-of-stock-rate", 0, "inventory: share of orders answered out of stock (0..1)")
@@ -62,7 +64,7 @@ func parse(args []string) (flags, error) {
 	if err := fs.Parse(args); err != nil {
 		return f, err
 	}
-	var errs []error
+	errs := f.natsAuth.check()
 	if f.service == "" {
 		errs = append(errs, errors.New("--service is required"))
 	}
@@ -143,9 +145,13 @@ func run(ctx context.Context, f flags) error {
 	if err := services.Migrate(ctx, f.service, db, f.opts); err != nil {
 		return err
 	}
-	nc, err := nats.Connect(f.nats, nats.Name("sagaflow-example-"+f.service), nats.MaxReconnects(-1))
+	authOpts, err := f.natsAuth.options()
 	if err != nil {
-		return fmt.Errorf("connect to NATS %s: %w", f.nats, err)
+		return err
+	}
+	nc, err := nats.Connect(f.nats, append([]nats.Option{nats.Name("sagaflow-example-" + f.service), nats.MaxReconnects(-1)}, authOpts...)...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS %s: %w", redactURLs(f.nats), err)
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -169,6 +175,6 @@ func run(ctx context.Context, f flags) error {
 	if err := services.Register(f.service, p, f.opts); err != nil {
 		return err
 	}
-	log.InfoContext(ctx, "order example service running", "nats", f.nats)
+	log.InfoContext(ctx, "order example service running", "nats", redactURLs(f.nats))
 	return p.Run(ctx)
 }
