@@ -92,7 +92,7 @@ func TestPubSub(t *testing.T) {
 func TestPubSubStress(t *testing.T) {
 	t.Parallel()
 	if testing.Short() {
-		t.Skip("soak test")
+		t.Skip("a stress run: the whole suite three times at once, a soak test that -short leaves out (STYLE.md §8)")
 	}
 	features := pubSubFeatures()
 	features.ForceShort = true
