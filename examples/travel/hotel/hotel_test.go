@@ -156,13 +156,26 @@ func TestDuplicateAndBadCommands(t *testing.T) {
 	answers, err := s.js.OrderedConsumer(t.Context(), outbox.StreamDLQ, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{"saga.dlq.saga.reply.trip-booking"}})
 	require.NoError(t, err)
-	for range 3 {
+	// Among them, in any order, the news of the rejected command (outcome "retrying": the
+	// participant tells the orchestrator why that attempt will not be answered).
+	dup, news := 0, 0
+	for dup < 3 || news < 1 {
 		m, err := answers.Next(jetstream.FetchMaxWait(time.Minute))
 		require.NoError(t, err)
-		require.Equal(t, "saga-dup", m.Headers().Get("Sagaflow-Saga-Id"))
-		require.Equal(t, "success", m.Headers().Get("Sagaflow-Outcome"), "every copy is answered, from the barrier")
 		require.Contains(t, m.Headers().Get("Sagaflow-Dlq-Reason"), "unknown saga")
+		switch saga := m.Headers().Get("Sagaflow-Saga-Id"); saga {
+		case "saga-dup":
+			require.Equal(t, "success", m.Headers().Get("Sagaflow-Outcome"), "every copy is answered, from the barrier")
+			dup++
+		case "saga-bad":
+			require.Equal(t, "retrying", m.Headers().Get("Sagaflow-Outcome"))
+			require.Contains(t, string(m.Data()), "dead-lettered")
+			news++
+		default:
+			t.Fatalf("a dead-lettered reply of saga %q", saga)
+		}
 	}
+	require.Equal(t, 3, dup)
 	require.Equal(t, 1, s.count(t, `SELECT COUNT(*) FROM hotel_holds WHERE trip_id = 'dup'`), "held once")
 	require.Equal(t, 0, s.count(t, `SELECT COUNT(*) FROM hotel_holds WHERE trip_id = 'bad'`))
 	require.Equal(t, 1, s.count(t, `SELECT free FROM hotel_rooms WHERE hotel = 'grand'`))
