@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 	"weak"
@@ -132,21 +131,16 @@ func (h *healer) ensureStream(ctx context.Context, name string) (bool, error) {
 	return true, nil
 }
 
-// StreamOf returns the Sagaflow stream that captures subject, or false when none of them does.
-func StreamOf(subject string) (string, bool) {
-	for _, s := range streamSubjects {
-		if strings.HasPrefix(subject, strings.TrimSuffix(s.subject, ">")) {
-			return s.name, true
-		}
-	}
-	return "", false
-}
+// StreamOf returns the Sagaflow stream (without a namespace) that captures subject, or false when
+// none of them does. Namespace.StreamOf is the same in a namespace.
+func StreamOf(subject string) (string, bool) { return Namespace("").StreamOf(subject) }
 
-// MissingStreams returns the names of Sagaflow's streams that do not exist on the server js talks
-// to (none: all present). It fails when it cannot tell (JetStream unreachable).
+// MissingStreams returns the names of Sagaflow's streams (in the namespace EnsureStreams applied on
+// js's connection) that do not exist on the server js talks to (none: all present). It fails when
+// it cannot tell (JetStream unreachable).
 func MissingStreams(ctx context.Context, js jetstream.JetStream) ([]string, error) {
 	var missing []string
-	for _, s := range streamSubjects {
+	for _, s := range streamsFor(js).Namespace.streams() {
 		_, err := js.Stream(ctx, s.name)
 		switch {
 		case err == nil:
@@ -191,7 +185,7 @@ func (h *streamHeal) healStreams(failures []MessageError) {
 		if !publishFailedForNoStream(f.Err) {
 			continue
 		}
-		if name, ok := StreamOf(f.Subject); ok && !slices.Contains(names, name) {
+		if name, ok := streamsFor(h.js).Namespace.StreamOf(f.Subject); ok && !slices.Contains(names, name) {
 			names = append(names, name)
 		}
 	}
@@ -255,7 +249,14 @@ func streamsFor(js jetstream.JetStream) StreamsConfig {
 // streams have none, and must not make a recreated EVENTS or SAGA_DLQ lose theirs).
 func observedStreams(c jetstream.StreamConfig) StreamsConfig {
 	o := StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates}
-	switch c.Name {
+	var base string
+	if len(c.Subjects) == 1 {
+		o.Namespace, base, _ = namespaceOf(streamSubject{c.Name, c.Subjects[0]})
+	}
+	if base == "" {
+		base = c.Name // subjects changed by hand: judge by the name, as before namespaces
+	}
+	switch base {
 	case StreamEvents:
 		o.MaxAge = c.MaxAge
 	case StreamDLQ:
@@ -285,7 +286,7 @@ func KeepStreams(ctx context.Context, js jetstream.JetStream, interval time.Dura
 		if js.Conn().Status() != nats.CONNECTED {
 			continue
 		}
-		for _, s := range streamSubjects {
+		for _, s := range streamsFor(js).Namespace.streams() {
 			cctx, cancel := context.WithTimeout(ctx, streamHealTimeout)
 			_, err := h.ensureStream(cctx, s.name)
 			cancel()
