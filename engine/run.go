@@ -32,6 +32,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.cfg.JetStream == nil {
 		return errors.New("engine run: Config.JetStream is required")
 	}
+	bus.RememberNamespace(e.cfg.JetStream, e.ns())
 	dlq, err := bus.NewPublisher(e.cfg.JetStream, bus.PublisherConfig{Logger: e.log, MeterProvider: e.cfg.MeterProvider})
 	if err != nil {
 		return fmt.Errorf("engine run: dead-letter publisher: %w", err)

@@ -218,6 +218,7 @@ func (p *Participant) Run(ctx context.Context) error {
 			return fmt.Errorf("participant %s: %w", cfg.Service, err)
 		}
 	}
+	bus.RememberNamespace(p.js, ns)
 	filter := ns.Subject(protocol.ServiceCommands(cfg.Service))
 	sub, err := bus.NewSubscriber(p.js, bus.SubscriberConfig{
 		Stream:         ns.Stream(bus.StreamCommands),

@@ -224,10 +224,27 @@ func rememberStreams(js jetstream.JetStream, cfg StreamsConfig, authoritative bo
 	if authoritative {
 		_, loaded = knownStreams.Swap(key, cfg)
 	} else {
-		_, loaded = knownStreams.LoadOrStore(key, cfg)
+		var have any
+		have, loaded = knownStreams.LoadOrStore(key, cfg)
+		// An observation fills in the settings of an entry that only names the namespace
+		// (RememberNamespace), of the same namespace.
+		if loaded && have == (StreamsConfig{Namespace: cfg.Namespace}) {
+			knownStreams.CompareAndSwap(key, have, cfg)
+		}
 	}
 	if !loaded {
 		runtime.AddCleanup(nc, func(k weak.Pointer[nats.Conn]) { knownStreams.Delete(k) }, key)
+	}
+}
+
+// RememberNamespace records ns for js's connection when nothing is recorded for it yet, so that
+// Publishers and Subscribers on it recognise and recreate the streams of ns even where
+// EnsureStreams is not called (a process without the permission to manage streams); the other
+// settings stay the defaults until a Subscriber reads them from an existing stream. The engine and
+// the participant call it; the empty namespace needs no call.
+func RememberNamespace(js jetstream.JetStream, ns Namespace) {
+	if ns != "" {
+		rememberStreams(js, StreamsConfig{Namespace: ns}, false)
 	}
 }
 

@@ -2,8 +2,11 @@ package bus
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/sagaflow/sagaflow/internal/natstest"
 )
 
 // TestNamespaceNames pins the names of every stream, subject filter and durable with and without a
@@ -97,4 +100,27 @@ func TestNamespaceValidate(t *testing.T) {
 			require.Error(t, StreamsConfig{Namespace: tt.ns}.validate(), "StreamsConfig reports it")
 		})
 	}
+}
+
+// TestRememberNamespace: a connection on which EnsureStreams was not called still knows its
+// namespace's streams (readiness names them, healing recreates them), and a Subscriber's
+// observation of an existing stream fills in the other settings.
+func TestRememberNamespace(t *testing.T) {
+	t.Parallel()
+	js := natstest.New(t, nil).JetStream(t)
+	RememberNamespace(js, "a")
+	require.Equal(t, StreamsConfig{Namespace: "a"}, streamsFor(js))
+	missing, err := MissingStreams(t.Context(), js)
+	require.NoError(t, err)
+	require.Equal(t, []string{"A_SAGA_COMMANDS", "A_SAGA_REPLIES", "A_EVENTS", "A_SAGA_DLQ"}, missing)
+
+	observed := StreamsConfig{Namespace: "a", Replicas: 1, Duplicates: 5 * time.Second}
+	rememberStreams(js, observed, false)
+	require.Equal(t, observed, streamsFor(js), "an observation fills in a namespace-only entry")
+	RememberNamespace(js, "a")
+	require.Equal(t, observed, streamsFor(js), "and is not overwritten by it")
+
+	other := natstest.New(t, nil).JetStream(t)
+	RememberNamespace(other, "")
+	require.Equal(t, StreamsConfig{}, streamsFor(other), "the empty namespace records nothing")
 }
