@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/definitions"
+	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/outbox"
 )
 
@@ -41,6 +42,12 @@ type Config struct {
 	// ReplyBatch is the most replies applied in one transaction, and the number of replies the
 	// consumer holds unacknowledged at once. Default 64.
 	ReplyBatch int
+	// Namespace, when set, is the installation's namespace on a NATS account shared with other
+	// installations: the reply consumer's stream, filter and durable name, the trigger consumers,
+	// the command and reply subjects the engine writes, and the dead-letter subjects are all
+	// prefixed with it (README, "The message contract"). [a-z0-9-], 1..32; empty (default): no
+	// prefix. The streams must have been created in the same namespace.
+	Namespace string
 	// ReplyConsumer is the name of the durable JetStream consumer of replies, shared by every
 	// replica, and of the inbox that deduplicates them. Default "sagaflow-orchestrator".
 	ReplyConsumer string
@@ -154,6 +161,9 @@ func (c Config) validate() error {
 	}
 	if c.Definitions == nil {
 		errs = append(errs, errors.New("engine config: Definitions is required"))
+	}
+	if err := bus.Namespace(c.Namespace).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("engine config: Namespace: %w", err))
 	}
 	if c.ReplyBatch < 1 {
 		errs = append(errs, errors.New("engine config: ReplyBatch must be >= 1"))

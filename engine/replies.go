@@ -166,7 +166,7 @@ func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, jo
 	if err != nil {
 		return fmt.Errorf("reply %s for saga %s: %w", rp.MessageID, rp.SagaID, err), nil
 	}
-	if err := checkTrust(def, &r.inst, job); err != nil {
+	if err := checkTrust(e.ns(), def, &r.inst, job); err != nil {
 		return fmt.Errorf("%w: reply %s for saga %s: %w", bus.ErrPermanent, rp.MessageID, rp.SagaID, err), nil
 	}
 	ev := saga.Event{
@@ -197,13 +197,13 @@ func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, jo
 
 // checkTrust returns an error matching ErrUntrustedReply, naming the mismatch, unless job's reply
 // can be a participant's answer to a command inst sent: it arrived on the reply subject of inst's
-// definition, its definition header (and version header, when it has one) names inst's definition
+// definition (in namespace ns), its definition header (and version header, when it has one) names inst's definition
 // and version, its step is a step of the definition, and its attempt of that action was sent.
 // Replies that pass but are not awaited now (an old attempt, a finished saga) are saga.Apply's to
 // reject: they are recorded in the history and ignored.
-func checkTrust(def *saga.Definition, inst *saga.Instance, job *replyJob) error {
+func checkTrust(ns bus.Namespace, def *saga.Definition, inst *saga.Instance, job *replyJob) error {
 	rp := &job.reply
-	if want := protocol.ReplySubject(inst.Definition); job.subject != want {
+	if want := ns.Subject(protocol.ReplySubject(inst.Definition)); job.subject != want {
 		return fmt.Errorf("%w: it arrived on %q, the saga's replies go to %q", ErrUntrustedReply, job.subject, want)
 	}
 	if rp.Definition != inst.Definition {

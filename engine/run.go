@@ -32,6 +32,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if e.cfg.JetStream == nil {
 		return errors.New("engine run: Config.JetStream is required")
 	}
+	bus.RememberNamespace(e.cfg.JetStream, e.ns())
 	dlq, err := bus.NewPublisher(e.cfg.JetStream, bus.PublisherConfig{Logger: e.log, MeterProvider: e.cfg.MeterProvider})
 	if err != nil {
 		return fmt.Errorf("engine run: dead-letter publisher: %w", err)
@@ -47,12 +48,12 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("engine run: router: %w", err)
 	}
-	router.AddMiddleware(bus.DeadLetter(dlq, e.cfg.MaxDeliver, bus.DeadLetterCounter(e.cfg.MeterProvider, e.log, e.cfg.ReplyConsumer)))
+	router.AddMiddleware(bus.DeadLetter(dlq, e.ns(), e.cfg.MaxDeliver, bus.DeadLetterCounter(e.cfg.MeterProvider, e.log, e.cfg.ReplyConsumer)))
 
 	replies, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
-		Stream:         bus.StreamReplies,
-		Durable:        e.cfg.ReplyConsumer,
-		FilterSubjects: []string{protocol.ReplyPrefix + ">"},
+		Stream:         e.ns().Stream(bus.StreamReplies),
+		Durable:        e.ns().Durable(e.cfg.ReplyConsumer),
+		FilterSubjects: []string{e.ns().Subject(protocol.ReplyPrefix + ">")},
 		MaxDeliver:     e.cfg.MaxDeliver,
 		MaxInFlight:    e.cfg.ReplyBatch,
 		Logger:         e.log,
@@ -63,13 +64,13 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	defer replies.Close()
 	b := newBatcher(e)
-	router.AddConsumerHandler("sagaflow-replies", protocol.ReplyPrefix+">", replies, b.handleReply)
+	router.AddConsumerHandler("sagaflow-replies", e.ns().Subject(protocol.ReplyPrefix+">"), replies, b.handleReply)
 
 	for _, def := range e.triggers() {
 		sub, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
-			Stream:         bus.StreamEvents,
-			Durable:        "sagaflow-trigger-" + def.Name,
-			FilterSubjects: []string{def.Trigger.Subject},
+			Stream:         e.ns().Stream(bus.StreamEvents),
+			Durable:        e.ns().Durable("sagaflow-trigger-" + def.Name),
+			FilterSubjects: []string{e.ns().Subject(def.Trigger.Subject)},
 			MaxDeliver:     e.cfg.MaxDeliver,
 			Logger:         e.log,
 			MeterProvider:  e.cfg.MeterProvider,
@@ -78,7 +79,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			return fmt.Errorf("engine run: trigger subscriber of %s: %w", def.Name, err)
 		}
 		defer sub.Close()
-		router.AddConsumerHandler("sagaflow-trigger-"+def.Name, def.Trigger.Subject, sub, e.triggerHandler(def.Name, *def.Trigger))
+		router.AddConsumerHandler("sagaflow-trigger-"+def.Name, e.ns().Subject(def.Trigger.Subject), sub, e.triggerHandler(def.Name, *def.Trigger))
 	}
 
 	// Reply batches in flight finish after ctx is done: they use a context that outlives it (the

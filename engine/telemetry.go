@@ -325,7 +325,7 @@ func (e *Engine) recordAttempt(ctx context.Context, o *observation) {
 	if o.compensate {
 		name = "compensate " + o.step
 	}
-	subject := protocol.CommandSubject(o.service, o.command)
+	subject := e.ns().Subject(protocol.CommandSubject(o.service, o.command))
 	attrs := append(telemetry.SendAttributes(subject, commandID(in.ID, o.step, action, o.attempt)),
 		telemetry.SagaIDKey.String(in.ID), telemetry.DefinitionKey.String(in.Definition),
 		telemetry.BusinessKeyKey.String(in.BusinessKey), telemetry.StepKey.String(o.step),

@@ -37,6 +37,9 @@ type tx struct {
 	obs []observation
 }
 
+// ns is the engine's namespace (Config.Namespace).
+func (e *Engine) ns() bus.Namespace { return bus.Namespace(e.cfg.Namespace) }
+
 func (e *Engine) newTx(sqlTx *sqlx.Tx) *tx {
 	return &tx{e: e, sql: sqlTx, now: e.cfg.Now().UTC(), dirty: map[*row]bool{}}
 }
@@ -189,12 +192,12 @@ func (t *tx) send(def *saga.Definition, r *row, a saga.Action, payload []byte) {
 		Action:      action,
 		Service:     a.Service,
 		Name:        a.Command,
-		ReplyTo:     protocol.ReplySubject(def.Name),
+		ReplyTo:     t.e.ns().Subject(protocol.ReplySubject(def.Name)),
 		Payload:     payload,
 		Time:        t.now,
 	}
 	msg := cmd.Message()
-	msg.Metadata.Set(bus.SubjectKey, cmd.Subject())
+	msg.Metadata.Set(bus.SubjectKey, t.e.ns().Subject(cmd.Subject()))
 	if tp := r.commandTraceparent(a.Step, string(action), a.Attempt); tp != "" {
 		msg.Metadata.Set(protocol.HeaderTraceparent, tp)
 	}

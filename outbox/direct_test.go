@@ -52,6 +52,11 @@ func TestRelayCommitted(t *testing.T) {
 			got := readStream(t, b.js, bus.StreamEvents, "events.>", 1)
 			require.Equal(t, m.UUID, got[0].id)
 			waitRows(t, db, 0)
+			// The relay counts a batch just after its transaction commits: wait for it.
+			require.Eventually(t, func() bool {
+				st, err := r.Stats(t.Context())
+				return err == nil && st.Published >= 1
+			}, time.Minute, 20*time.Millisecond)
 			st, err := r.Stats(t.Context())
 			require.NoError(t, err)
 			require.Equal(t, int64(1), st.Published)

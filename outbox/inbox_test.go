@@ -102,7 +102,7 @@ func TestInbox(t *testing.T) {
 			runRouter(t, "failing", "events.inbox.failing", sub, inbox.Handler(db, func(ctx context.Context, tx *sqlx.Tx, msg *message.Message) error {
 				calls.Add(1)
 				return errors.New("payment service says no")
-			}), bus.DeadLetter(pub, maxDeliver, nil))
+			}), bus.DeadLetter(pub, "", maxDeliver, nil))
 			_, err = js.PublishMsg(t.Context(), &nats.Msg{Subject: "events.inbox.failing", Data: []byte("y"), Header: nats.Header{"traceparent": {"00-abc-def-01"}}}, jetstream.WithMsgID("msg-2"))
 			require.NoError(t, err)
 

@@ -27,6 +27,10 @@ const (
 // are work queues (a message is deleted once its consumer acknowledges it; one consumer per
 // subject, explicit acks); EVENTS and SAGA_DLQ keep limits retention.
 type StreamsConfig struct {
+	// Namespace, when set, prefixes the stream names, their subjects and the durable consumers of
+	// one installation, so several share a NATS account: [a-z0-9-], 1..32 (README, "The message
+	// contract"). Empty (default): the names without a prefix.
+	Namespace string
 	// Replicas per stream: 1 (default) on a single server, 3 or 5 on a cluster.
 	Replicas int
 	// Duplicates is the window in which JetStream drops a message whose Nats-Msg-Id it has already
@@ -51,5 +55,5 @@ func (c *StreamsConfig) bus() bus.StreamsConfig {
 	if c == nil {
 		return bus.StreamsConfig{}
 	}
-	return bus.StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates, MaxAge: c.MaxAge, DLQMaxAge: c.DLQMaxAge}
+	return bus.StreamsConfig{Namespace: bus.Namespace(c.Namespace), Replicas: c.Replicas, Duplicates: c.Duplicates, MaxAge: c.MaxAge, DLQMaxAge: c.DLQMaxAge}
 }

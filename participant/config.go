@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/outbox"
 )
 
@@ -30,6 +31,12 @@ type Config struct {
 	// DisableRelay runs no relay in this participant: another process relays the service's outbox
 	// ("sagaflow relay --db ...", or an outbox.Relay of your own).
 	DisableRelay bool
+	// Namespace, when set, is the installation's namespace on a NATS account shared with other
+	// installations: the participant consumes ns.saga.cmd.<Service>.> from the namespace's command
+	// stream with the durable <Namespace>-sagaflow-participant-<Service>, replies only under
+	// <Namespace>.saga.reply., and creates the streams of the namespace (README, "The message
+	// contract"). [a-z0-9-], 1..32; empty (default): no prefix. It overrides Streams.Namespace.
+	Namespace string
 	// Streams configures Sagaflow's JetStream streams, which Run creates or updates at start
 	// (outbox.EnsureStreams). Default: one replica, the default duplicate window.
 	Streams *outbox.StreamsConfig
@@ -105,6 +112,9 @@ func (c Config) validate() error {
 	}
 	if !serviceRE.MatchString(c.Service) {
 		errs = append(errs, fmt.Errorf("Service %q: must match %s", c.Service, serviceRE))
+	}
+	if err := bus.Namespace(c.Namespace).Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("Namespace: %w", err))
 	}
 	if c.Batch < 1 {
 		errs = append(errs, fmt.Errorf("Batch %d: must be >= 1", c.Batch))

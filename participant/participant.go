@@ -187,7 +187,8 @@ func (p *Participant) Commands() (forward, compensations []string) {
 	return slices.Sorted(maps.Keys(p.forward)), slices.Sorted(maps.Keys(p.compensate))
 }
 
-// Durable returns the name of the durable JetStream consumer the replicas of service share.
+// Durable returns the name of the durable JetStream consumer the replicas of service share (without
+// a namespace; in namespace ns it is ns + "-" + Durable(service)).
 func Durable(service string) string { return "sagaflow-participant-" + service }
 
 // Run consumes the service's commands until ctx ends, then finishes the commands in flight (within
@@ -206,15 +207,22 @@ func (p *Participant) Run(ctx context.Context) error {
 		return errors.New("participant: Run called twice")
 	}
 	cfg := p.cfg
+	ns := bus.Namespace(cfg.Namespace)
 	if !cfg.DisableStreamSetup {
-		if err := outbox.EnsureStreams(ctx, p.js, cfg.Streams); err != nil {
+		streams := outbox.StreamsConfig{}
+		if cfg.Streams != nil {
+			streams = *cfg.Streams
+		}
+		streams.Namespace = cfg.Namespace
+		if err := outbox.EnsureStreams(ctx, p.js, &streams); err != nil {
 			return fmt.Errorf("participant %s: %w", cfg.Service, err)
 		}
 	}
-	filter := protocol.ServiceCommands(cfg.Service)
+	bus.RememberNamespace(p.js, ns)
+	filter := ns.Subject(protocol.ServiceCommands(cfg.Service))
 	sub, err := bus.NewSubscriber(p.js, bus.SubscriberConfig{
-		Stream:         bus.StreamCommands,
-		Durable:        Durable(cfg.Service),
+		Stream:         ns.Stream(bus.StreamCommands),
+		Durable:        ns.Durable(Durable(cfg.Service)),
 		FilterSubjects: []string{filter},
 		AckWait:        cfg.AckWait,
 		MaxDeliver:     cfg.MaxDeliver,
@@ -243,7 +251,7 @@ func (p *Participant) Run(ctx context.Context) error {
 		_ = sub.Close()
 		return fmt.Errorf("participant %s: router: %w", cfg.Service, err)
 	}
-	router.AddMiddleware(bus.DeadLetter(dlq, cfg.MaxDeliver, bus.DeadLetterCounter(cfg.MeterProvider, p.log, Durable(cfg.Service))))
+	router.AddMiddleware(bus.DeadLetter(dlq, ns, cfg.MaxDeliver, bus.DeadLetterCounter(cfg.MeterProvider, p.log, Durable(cfg.Service))))
 	router.AddConsumerHandler("participant-"+cfg.Service, filter, sub, p.receive)
 
 	// The relay runs until the consumer has stopped, so the replies of the last commands leave too.
@@ -339,7 +347,8 @@ func (p *Participant) receive(msg *message.Message) error {
 }
 
 func (p *Participant) receiveIn(ctx context.Context, span trace.Span, subject string, msg *message.Message) error {
-	c, err := protocol.ParseCommand(subject, msg)
+	ns := bus.Namespace(p.cfg.Namespace)
+	c, err := protocol.ParseCommand(strings.TrimPrefix(subject, ns.Subject("")), msg)
 	if err != nil {
 		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
 	}
@@ -349,7 +358,7 @@ func (p *Participant) receiveIn(ctx context.Context, span trace.Span, subject st
 	if c.Service != p.cfg.Service {
 		return fmt.Errorf("%w: command for service %q received by service %q", bus.ErrPermanent, c.Service, p.cfg.Service)
 	}
-	if err := checkReplyTo(c.ReplyTo); err != nil {
+	if err := checkReplyTo(ns, c.ReplyTo); err != nil {
 		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
 	}
 	h := p.handler(c)
@@ -434,11 +443,12 @@ func (p *Participant) Stop(ctx context.Context) error {
 	}
 }
 
-// checkReplyTo accepts a reply subject under saga.reply. with one definition token: replies go only
+// checkReplyTo accepts a reply subject under saga.reply. (in namespace ns) with one definition
+// token: replies go only
 // where the orchestrator listens, never to a subject the command's sender chose (EVENTS, another
 // service's commands, a subject no stream takes).
-func checkReplyTo(subject string) error {
-	def, ok := strings.CutPrefix(subject, protocol.ReplyPrefix)
+func checkReplyTo(ns bus.Namespace, subject string) error {
+	def, ok := strings.CutPrefix(subject, ns.Subject(protocol.ReplyPrefix))
 	if !ok || def == "" || strings.ContainsAny(def, ".*> \t\r\n") {
 		return fmt.Errorf("%w: %q", ErrReplyTo, subject)
 	}

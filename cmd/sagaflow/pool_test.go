@@ -21,3 +21,21 @@ func TestDBMaxConnsValidated(t *testing.T) {
 		require.Contains(t, stderr, "--db-max-conns", args)
 	}
 }
+
+// TestNamespaceValidated: a --namespace outside [a-z0-9-]{1,32} is a usage error of serve and relay,
+// from the flag and from SAGAFLOW_NAMESPACE.
+func TestNamespaceValidated(t *testing.T) {
+	db := "sqlite:" + filepath.Join(t.TempDir(), "x.db")
+	for _, args := range [][]string{
+		{"serve", "--db", db, "--definitions", t.TempDir(), "--namespace", "Acme"},
+		{"relay", "--db", db, "--namespace", "a.b"},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		require.Equal(t, exitUsage, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "--namespace", args)
+	}
+	t.Setenv("SAGAFLOW_NAMESPACE", "no_underscores")
+	code, _, stderr := runCLI(t, "relay", "--db", db)
+	require.Equal(t, exitUsage, code, stderr)
+	require.Contains(t, stderr, "--namespace")
+}

@@ -33,6 +33,8 @@ type serverFlags struct {
 	natsAuth   natsAuthFlags
 	logFormat  string
 	logLevel   string
+	// namespace prefixes streams, subjects and durable consumers (bus.Namespace).
+	namespace string
 }
 
 func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
@@ -41,6 +43,7 @@ func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
 	if needNATS {
 		c.Flags().StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URLs, comma-separated")
 		f.natsAuth.register(c)
+		c.Flags().StringVar(&f.namespace, "namespace", "", "installation namespace on a shared NATS account ([a-z0-9-], 1..32): prefixes stream, subject and durable consumer names; empty: no prefix")
 	}
 	c.Flags().StringVar(&f.logFormat, "log-format", "json", "log format: json or text")
 	c.Flags().StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
@@ -59,6 +62,9 @@ func (f *serverFlags) check() error {
 	var l slog.Level
 	if err := l.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return usageError{fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel)}
+	}
+	if err := bus.Namespace(f.namespace).Validate(); err != nil {
+		return usageError{fmt.Errorf("--namespace: %w", err)}
 	}
 	return f.natsAuth.check()
 }
@@ -200,6 +206,7 @@ environment variable.`,
 				return err
 			}
 			defer nc.Close()
+			streams.Namespace = bus.Namespace(f.namespace)
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
 				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Auth: apiAuth, TLS: apiTLS, Streams: streams,
@@ -291,6 +298,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 			defer nc.Close()
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Relay: true, Logger: logger,
+				Streams:        bus.StreamsConfig{Namespace: bus.Namespace(f.namespace)},
 				RelayConfig:    outbox.RelayConfig{BatchSize: batch, Retention: retention, Name: name},
 				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
 			})

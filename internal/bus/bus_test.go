@@ -187,7 +187,7 @@ func TestDeadLetterPermanentError(t *testing.T) {
 	require.NoError(t, err)
 	router.AddConsumerHandler("payment", "saga.cmd.payment.>", sub, func(msg *message.Message) error {
 		return fmt.Errorf("decode command: %w", bus.ErrPermanent)
-	}).AddMiddleware(bus.DeadLetter(pub, 5, nil))
+	}).AddMiddleware(bus.DeadLetter(pub, "", 5, nil))
 	done := make(chan error, 1)
 	go func() { done <- router.Run(context.Background()) }()
 	t.Cleanup(func() { require.NoError(t, router.Close()); require.NoError(t, <-done) })

@@ -32,7 +32,8 @@ func (e deadLetterError) Unwrap() error { return e.err }
 
 // DeadLetter is Watermill router middleware for messages from a Subscriber. When the handler fails
 // and either the error wraps ErrPermanent or this was delivery maxDeliver (or later; the
-// Subscriber's MaxDeliver), it publishes the message through pub to "saga.dlq.<original subject>"
+// Subscriber's MaxDeliver), it publishes the message through pub to ns.Subject("saga.dlq.")+<original
+// subject> (saga.dlq.<original subject>; acme.saga.dlq.acme.saga.cmd.… in namespace acme)
 // with its headers plus HeaderDLQReason, HeaderDLQSubject and HeaderDLQDeliveries, and acks it.
 // Other failures pass through (the message is nacked and redelivered). If the dead-letter publish
 // fails, the message is nacked so it is not lost.
@@ -43,8 +44,8 @@ func (e deadLetterError) Unwrap() error { return e.err }
 //
 // onDeadLetter, when not nil, is called with each message once it is safely in the dead-letter
 // stream (its headers name the reason), to count and log it.
-func DeadLetter(pub message.Publisher, maxDeliver int, onDeadLetter func(*message.Message)) message.HandlerMiddleware {
-	poison, err := middleware.PoisonQueueWithFilter(pub, DLQPrefix+"unknown", func(err error) bool {
+func DeadLetter(pub message.Publisher, ns Namespace, maxDeliver int, onDeadLetter func(*message.Message)) message.HandlerMiddleware {
+	poison, err := middleware.PoisonQueueWithFilter(pub, ns.Subject(DLQPrefix)+"unknown", func(err error) bool {
 		var dl deadLetterError
 		return errors.As(err, &dl)
 	})
@@ -68,7 +69,7 @@ func DeadLetter(pub message.Publisher, maxDeliver int, onDeadLetter func(*messag
 			if subject == "" {
 				subject = "unknown"
 			}
-			msg.Metadata.Set(SubjectKey, DLQPrefix+subject)
+			msg.Metadata.Set(SubjectKey, ns.Subject(DLQPrefix)+subject)
 			return out, deadLetterError{err}
 		}
 	}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 	"weak"
@@ -132,21 +131,16 @@ func (h *healer) ensureStream(ctx context.Context, name string) (bool, error) {
 	return true, nil
 }
 
-// StreamOf returns the Sagaflow stream that captures subject, or false when none of them does.
-func StreamOf(subject string) (string, bool) {
-	for _, s := range streamSubjects {
-		if strings.HasPrefix(subject, strings.TrimSuffix(s.subject, ">")) {
-			return s.name, true
-		}
-	}
-	return "", false
-}
+// StreamOf returns the Sagaflow stream (without a namespace) that captures subject, or false when
+// none of them does. Namespace.StreamOf is the same in a namespace.
+func StreamOf(subject string) (string, bool) { return Namespace("").StreamOf(subject) }
 
-// MissingStreams returns the names of Sagaflow's streams that do not exist on the server js talks
-// to (none: all present). It fails when it cannot tell (JetStream unreachable).
+// MissingStreams returns the names of Sagaflow's streams (in the namespace EnsureStreams applied on
+// js's connection) that do not exist on the server js talks to (none: all present). It fails when
+// it cannot tell (JetStream unreachable).
 func MissingStreams(ctx context.Context, js jetstream.JetStream) ([]string, error) {
 	var missing []string
-	for _, s := range streamSubjects {
+	for _, s := range streamsFor(js).Namespace.streams() {
 		_, err := js.Stream(ctx, s.name)
 		switch {
 		case err == nil:
@@ -191,7 +185,7 @@ func (h *streamHeal) healStreams(failures []MessageError) {
 		if !publishFailedForNoStream(f.Err) {
 			continue
 		}
-		if name, ok := StreamOf(f.Subject); ok && !slices.Contains(names, name) {
+		if name, ok := streamsFor(h.js).Namespace.StreamOf(f.Subject); ok && !slices.Contains(names, name) {
 			names = append(names, name)
 		}
 	}
@@ -230,10 +224,27 @@ func rememberStreams(js jetstream.JetStream, cfg StreamsConfig, authoritative bo
 	if authoritative {
 		_, loaded = knownStreams.Swap(key, cfg)
 	} else {
-		_, loaded = knownStreams.LoadOrStore(key, cfg)
+		var have any
+		have, loaded = knownStreams.LoadOrStore(key, cfg)
+		// An observation fills in the settings of an entry that only names the namespace
+		// (RememberNamespace), of the same namespace.
+		if loaded && have == (StreamsConfig{Namespace: cfg.Namespace}) {
+			knownStreams.CompareAndSwap(key, have, cfg)
+		}
 	}
 	if !loaded {
 		runtime.AddCleanup(nc, func(k weak.Pointer[nats.Conn]) { knownStreams.Delete(k) }, key)
+	}
+}
+
+// RememberNamespace records ns for js's connection when nothing is recorded for it yet, so that
+// Publishers and Subscribers on it recognise and recreate the streams of ns even where
+// EnsureStreams is not called (a process without the permission to manage streams); the other
+// settings stay the defaults until a Subscriber reads them from an existing stream. The engine and
+// the participant call it; the empty namespace needs no call.
+func RememberNamespace(js jetstream.JetStream, ns Namespace) {
+	if ns != "" {
+		rememberStreams(js, StreamsConfig{Namespace: ns}, false)
 	}
 }
 
@@ -255,7 +266,14 @@ func streamsFor(js jetstream.JetStream) StreamsConfig {
 // streams have none, and must not make a recreated EVENTS or SAGA_DLQ lose theirs).
 func observedStreams(c jetstream.StreamConfig) StreamsConfig {
 	o := StreamsConfig{Replicas: c.Replicas, Duplicates: c.Duplicates}
-	switch c.Name {
+	var base string
+	if len(c.Subjects) == 1 {
+		o.Namespace, base, _ = namespaceOf(streamSubject{c.Name, c.Subjects[0]})
+	}
+	if base == "" {
+		base = c.Name // subjects changed by hand: judge by the name, as before namespaces
+	}
+	switch base {
 	case StreamEvents:
 		o.MaxAge = c.MaxAge
 	case StreamDLQ:
@@ -285,7 +303,7 @@ func KeepStreams(ctx context.Context, js jetstream.JetStream, interval time.Dura
 		if js.Conn().Status() != nats.CONNECTED {
 			continue
 		}
-		for _, s := range streamSubjects {
+		for _, s := range streamsFor(js).Namespace.streams() {
 			cctx, cancel := context.WithTimeout(ctx, streamHealTimeout)
 			_, err := h.ensureStream(cctx, s.name)
 			cancel()

@@ -299,5 +299,7 @@ func TestKeepStreams(t *testing.T) {
 		missing, err := bus.MissingStreams(context.Background(), js)
 		return err == nil && len(missing) == 0
 	}, wait, 20*time.Millisecond, "the dead-letter stream, which nobody publishes to, is back")
+	// The count goes up just after the stream is created: wait for it rather than race it.
+	require.Eventually(t, func() bool { return obs.recreated(t, "stream", bus.StreamDLQ) >= 1 }, wait, 20*time.Millisecond)
 	require.Equal(t, int64(1), obs.recreated(t, "stream", bus.StreamDLQ))
 }

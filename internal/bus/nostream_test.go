@@ -54,7 +54,7 @@ func TestNoStreamIsPermanent(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			require.Equal(t, tt.want, noStreamIsPermanent(tt.subject, tt.lookupErr))
+			require.Equal(t, tt.want, noStreamIsPermanent("", tt.subject, tt.lookupErr))
 		})
 	}
 }

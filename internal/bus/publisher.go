@@ -196,7 +196,8 @@ func (p *Publisher) diagnose(subject string, err error) error {
 	if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
 		return err
 	}
-	if OwnSubject(subject) {
+	ns := streamsFor(p.js).Namespace
+	if ns.OwnSubject(subject) {
 		return err // one of ours: missing for now, recreated by whoever notices
 	}
 	p.mu.Lock()
@@ -216,7 +217,7 @@ func (p *Publisher) diagnose(subject string, err error) error {
 		p.lookups[subject] = l
 		p.mu.Unlock()
 	}
-	if noStreamIsPermanent(subject, l.err) {
+	if noStreamIsPermanent(ns, subject, l.err) {
 		return &NoStreamError{Subject: subject, Err: err}
 	}
 	return err

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,8 +26,11 @@ const (
 // DLQPrefix starts the subject a dead-lettered message is published to: saga.dlq.<original subject>.
 const DLQPrefix = "saga.dlq."
 
-// streamSubjects maps each stream to its subject filter.
-var streamSubjects = []struct{ name, subject string }{
+// streamSubject is a stream and the subject filter it captures.
+type streamSubject struct{ name, subject string }
+
+// streamSubjects maps each stream to its subject filter, without a namespace.
+var streamSubjects = []streamSubject{
 	{StreamCommands, "saga.cmd.>"},
 	{StreamReplies, "saga.reply.>"},
 	{StreamEvents, "events.>"},
@@ -36,25 +38,18 @@ var streamSubjects = []struct{ name, subject string }{
 }
 
 // OwnSubject reports whether one of Sagaflow's streams (saga.cmd.>, saga.reply.>, events.>,
-// saga.dlq.>) captures subject. For such a subject "no stream" is an outage, never the message's
-// fault: the stream is missing for a while and every process recreates it.
-func OwnSubject(subject string) bool {
-	for _, s := range streamSubjects {
-		prefix := strings.TrimSuffix(s.subject, ">")
-		if len(subject) > len(prefix) && strings.HasPrefix(subject, prefix) {
-			return true
-		}
-	}
-	return false
-}
+// saga.dlq.>) without a namespace captures subject. For such a subject "no stream" is an outage,
+// never the message's fault: the stream is missing for a while and every process recreates it.
+// Namespace.OwnSubject is the same for an installation's namespace.
+func OwnSubject(subject string) bool { return Namespace("").OwnSubject(subject) }
 
 // noStreamIsPermanent decides whether a message refused with "no response from stream" failed
 // because of itself: only when its subject is outside Sagaflow's streams and JetStream answered
 // the lookup of the subject with "no stream matches" (lookupErr is jetstream.ErrStreamNotFound).
 // A lookup that failed otherwise (no responders while JetStream is unavailable, a timeout) means
 // an outage, and so does any subject of Sagaflow's own streams.
-func noStreamIsPermanent(subject string, lookupErr error) bool {
-	return !OwnSubject(subject) && errors.Is(lookupErr, jetstream.ErrStreamNotFound)
+func noStreamIsPermanent(ns Namespace, subject string, lookupErr error) bool {
+	return !ns.OwnSubject(subject) && errors.Is(lookupErr, jetstream.ErrStreamNotFound)
 }
 
 // DefaultDuplicates is JetStream's own default duplicate window.
@@ -75,6 +70,10 @@ const DefaultDuplicates = 2 * time.Minute
 // replayable) with MaxAge; SAGA_DLQ keeps limits retention with DLQMaxAge (default forever: a dead
 // letter waits for a human).
 type StreamsConfig struct {
+	// Namespace prefixes the stream names and their subjects (see Namespace); empty (default) is
+	// the names without a prefix. The NATS connection EnsureStreams is called on remembers it, so
+	// the Publishers and Subscribers on it heal the streams of this namespace.
+	Namespace Namespace
 	// Replicas per stream: 1 (default) on a single server, 3 or 5 on a cluster.
 	Replicas int
 	// Duplicates is the window in which JetStream drops a message whose Nats-Msg-Id it has already
@@ -103,6 +102,9 @@ func (c StreamsConfig) withDefaults() StreamsConfig {
 
 func (c StreamsConfig) validate() error {
 	var errs []error
+	if err := c.Namespace.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("StreamsConfig.Namespace: %w", err))
+	}
 	if c.Replicas < 1 || c.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("StreamsConfig.Replicas %d: must be 1 to 5", c.Replicas))
 	}
@@ -124,14 +126,15 @@ func (c StreamsConfig) validate() error {
 	return errors.Join(errs...)
 }
 
-// StreamConfig returns the JetStream configuration EnsureStreams applies to the stream name, for
-// tools that want to inspect or compare it.
+// StreamConfig returns the JetStream configuration EnsureStreams applies to the stream name (in
+// cfg.Namespace: a prefixed name when it is set), for tools that want to inspect or compare it.
 func StreamConfig(name string, cfg StreamsConfig) (jetstream.StreamConfig, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return jetstream.StreamConfig{}, err
 	}
-	for _, s := range streamSubjects {
+	for _, base := range streamSubjects {
+		s := streamSubject{cfg.Namespace.Stream(base.name), cfg.Namespace.Subject(base.subject)}
 		if s.name == name {
 			sc := jetstream.StreamConfig{
 				Name:       s.name,
@@ -141,7 +144,7 @@ func StreamConfig(name string, cfg StreamsConfig) (jetstream.StreamConfig, error
 				Replicas:   cfg.Replicas,
 				Duplicates: cfg.Duplicates,
 			}
-			switch name {
+			switch base.name {
 			case StreamEvents:
 				sc.Retention, sc.MaxAge = jetstream.LimitsPolicy, cfg.MaxAge
 			case StreamDLQ:
@@ -162,7 +165,7 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, cfg StreamsConfi
 	if log == nil {
 		log = slog.Default()
 	}
-	for _, s := range streamSubjects {
+	for _, s := range cfg.Namespace.streams() {
 		sc, err := StreamConfig(s.name, cfg)
 		if err != nil {
 			return fmt.Errorf("ensure streams: %w", err)

@@ -29,7 +29,7 @@ const (
 	HeaderReplayedMsgID = "Sagaflow-Replayed-Msg-Id"
 )
 
-// replayableStreams are the subject prefixes a replay may publish to: the streams whose consumers
+// replayableStreams are the subject prefixes (in the Queue's namespace) a replay may publish to: the streams whose consumers
 // dead-letter.
 var replayableStreams = []string{"saga.cmd.", "saga.reply.", "events."}
 
@@ -61,7 +61,7 @@ func (q *Queue) Replay(ctx context.Context, seqs []uint64, opts ChangeOpts) ([]C
 		return nil, err
 	}
 	for _, m := range msgs {
-		if !replayable(m.Subject) {
+		if !q.replayable(m.Subject) {
 			return nil, fmt.Errorf("%w: seq %d came from subject %q, which no Sagaflow stream captures", ErrNotReplayable, m.Seq, m.Subject)
 		}
 	}
@@ -72,9 +72,9 @@ func (q *Queue) Replay(ctx context.Context, seqs []uint64, opts ChangeOpts) ([]C
 	if opts.DryRun {
 		return out, nil
 	}
-	st, err := q.js.Stream(ctx, bus.StreamDLQ)
+	st, err := q.js.Stream(ctx, q.ns.Stream(bus.StreamDLQ))
 	if err != nil {
-		return nil, fmt.Errorf("dlq: stream %s: %w", bus.StreamDLQ, err)
+		return nil, fmt.Errorf("dlq: stream %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 	}
 	at := q.now().UTC().Format(time.RFC3339Nano)
 	done := 0
@@ -118,9 +118,9 @@ func (q *Queue) Purge(ctx context.Context, seqs []uint64, opts ChangeOpts) ([]Ch
 	if opts.DryRun {
 		return out, nil
 	}
-	st, err := q.js.Stream(ctx, bus.StreamDLQ)
+	st, err := q.js.Stream(ctx, q.ns.Stream(bus.StreamDLQ))
 	if err != nil {
-		return nil, fmt.Errorf("dlq: stream %s: %w", bus.StreamDLQ, err)
+		return nil, fmt.Errorf("dlq: stream %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 	}
 	done := 0
 	for _, m := range msgs {
@@ -184,8 +184,9 @@ func replayID(m *Message) string {
 	return fmt.Sprintf("dlq-replay-%d-%d", m.Seq, m.Time.UnixNano())
 }
 
-func replayable(subject string) bool {
+func (q *Queue) replayable(subject string) bool {
 	for _, p := range replayableStreams {
+		p = q.ns.Subject(p)
 		if strings.HasPrefix(subject, p) && len(subject) > len(p) {
 			return true
 		}

@@ -31,6 +31,9 @@ const (
 
 // Config tunes a Queue. The zero value is usable.
 type Config struct {
+	// Namespace is the installation's namespace: the Queue reads <NS>_SAGA_DLQ on
+	// <ns>.saga.dlq.>; empty (default): SAGA_DLQ on saga.dlq.>.
+	Namespace bus.Namespace
 	// Logger receives the audit lines of Replay and Purge (Info); nil discards them.
 	Logger *slog.Logger
 	// NowFunc is the clock stamped into Sagaflow-Replayed-At; nil: time.Now.
@@ -39,6 +42,7 @@ type Config struct {
 
 // Queue reads and changes SAGA_DLQ. It is safe for concurrent use.
 type Queue struct {
+	ns  bus.Namespace
 	js  jetstream.JetStream
 	log *slog.Logger
 	now func() time.Time
@@ -52,7 +56,7 @@ func New(js jetstream.JetStream, cfg Config) *Queue {
 	if cfg.NowFunc == nil {
 		cfg.NowFunc = time.Now
 	}
-	return &Queue{js: js, log: cfg.Logger.With("component", "dlq"), now: cfg.NowFunc}
+	return &Queue{ns: cfg.Namespace, js: js, log: cfg.Logger.With("component", "dlq"), now: cfg.NowFunc}
 }
 
 // Message is one dead-lettered message.
@@ -199,18 +203,18 @@ func (q *Queue) Match(ctx context.Context, p ListParams, most int) ([]uint64, bo
 // Get returns the message seq whole, with its headers. It fails with ErrNotFound when SAGA_DLQ has
 // no message seq.
 func (q *Queue) Get(ctx context.Context, seq uint64) (*Message, error) {
-	st, err := q.js.Stream(ctx, bus.StreamDLQ)
+	st, err := q.js.Stream(ctx, q.ns.Stream(bus.StreamDLQ))
 	if err != nil {
-		return nil, fmt.Errorf("dlq: stream %s: %w", bus.StreamDLQ, err)
+		return nil, fmt.Errorf("dlq: stream %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 	}
 	raw, err := st.GetMsg(ctx, seq)
-	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && !strings.HasPrefix(raw.Subject, bus.DLQPrefix)) {
+	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && !strings.HasPrefix(raw.Subject, q.ns.Subject(bus.DLQPrefix))) {
 		return nil, fmt.Errorf("%w: seq %d", ErrNotFound, seq)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("dlq: get seq %d: %w", seq, err)
 	}
-	m := toMessage(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
+	m := q.toMessage(raw.Sequence, raw.Time, raw.Subject, raw.Header, raw.Data)
 	m.Headers = raw.Header
 	return &m, nil
 }
@@ -218,9 +222,9 @@ func (q *Queue) Get(ctx context.Context, seq uint64) (*Message, error) {
 // scan calls visit with every message matching p, oldest first, until visit returns false. It reads
 // SAGA_DLQ with an ephemeral consumer filtered by subject (and start time), which it deletes.
 func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool) error {
-	st, err := q.js.Stream(ctx, bus.StreamDLQ)
+	st, err := q.js.Stream(ctx, q.ns.Stream(bus.StreamDLQ))
 	if err != nil {
-		return fmt.Errorf("dlq: stream %s: %w", bus.StreamDLQ, err)
+		return fmt.Errorf("dlq: stream %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 	}
 	last := st.CachedInfo().State.LastSeq
 	if p.Before > 0 && p.Before-1 < last {
@@ -230,7 +234,7 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 		return nil
 	}
 	cc := jetstream.ConsumerConfig{
-		FilterSubject:     bus.DLQPrefix + ">",
+		FilterSubject:     q.ns.Subject(bus.DLQPrefix) + ">",
 		DeliverPolicy:     jetstream.DeliverAllPolicy,
 		AckPolicy:         jetstream.AckNonePolicy,
 		InactiveThreshold: time.Minute,
@@ -238,7 +242,7 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 		Replicas:          1,
 	}
 	if p.Subject != "" {
-		cc.FilterSubject = bus.DLQPrefix + p.Subject
+		cc.FilterSubject = q.ns.Subject(bus.DLQPrefix) + p.Subject
 	}
 	if !p.Since.IsZero() {
 		since := p.Since
@@ -246,7 +250,7 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 	}
 	cons, err := st.CreateConsumer(ctx, cc)
 	if err != nil {
-		return fmt.Errorf("dlq: read %s: %w", bus.StreamDLQ, err)
+		return fmt.Errorf("dlq: read %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 	}
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -259,7 +263,7 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 	for !done {
 		batch, err := cons.FetchNoWait(int(min(pending, 256)))
 		if err != nil {
-			return fmt.Errorf("dlq: read %s: %w", bus.StreamDLQ, err)
+			return fmt.Errorf("dlq: read %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 		}
 		got := 0
 		for msg := range batch.Messages() {
@@ -269,14 +273,14 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 			}
 			meta, err := msg.Metadata()
 			if err != nil {
-				return fmt.Errorf("dlq: read %s: %w", bus.StreamDLQ, err)
+				return fmt.Errorf("dlq: read %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 			}
 			pending = meta.NumPending
 			if meta.Sequence.Stream > last || (!p.Until.IsZero() && !meta.Timestamp.Before(p.Until)) {
 				done = true
 				continue
 			}
-			m := toMessage(meta.Sequence.Stream, meta.Timestamp, msg.Subject(), msg.Headers(), msg.Data())
+			m := q.toMessage(meta.Sequence.Stream, meta.Timestamp, msg.Subject(), msg.Headers(), msg.Data())
 			if (p.SagaID != "" && m.SagaID != p.SagaID) || (reason != "" && !strings.Contains(strings.ToLower(m.Reason), reason)) {
 				done = pending == 0
 				continue
@@ -288,7 +292,7 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 			done = pending == 0
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
-			return fmt.Errorf("dlq: read %s: %w", bus.StreamDLQ, err)
+			return fmt.Errorf("dlq: read %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 		}
 		if got == 0 {
 			done = true // the rest was deleted meanwhile
@@ -298,11 +302,11 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 }
 
 // toMessage reads a stored dead letter.
-func toMessage(seq uint64, at time.Time, dlqSubject string, h nats.Header, data []byte) Message {
+func (q *Queue) toMessage(seq uint64, at time.Time, dlqSubject string, h nats.Header, data []byte) Message {
 	deliveries, _ := strconv.Atoi(header(h, bus.HeaderDLQDeliveries))
 	subject := header(h, bus.HeaderDLQSubject)
 	if subject == "" {
-		subject = strings.TrimPrefix(dlqSubject, bus.DLQPrefix)
+		subject = strings.TrimPrefix(dlqSubject, q.ns.Subject(bus.DLQPrefix))
 	}
 	return Message{
 		Seq:         seq,

@@ -59,7 +59,8 @@ type Config struct {
 	TLS *tls.Config
 	// HTTPLimits bounds the API's connections (timeouts, header size); zero: the defaults.
 	HTTPLimits HTTPLimits
-	// Streams configures the JetStream streams, created or updated at start.
+	// Streams configures the JetStream streams, created or updated at start. Its Namespace is the
+	// node's: the engine's and the dead-letter API's too (Engine.Namespace is overridden).
 	Streams bus.StreamsConfig
 	// Engine tunes the engine; its DB, JetStream, Definitions, Logger, ListenDSN and OnCommit are
 	// set by the node.
@@ -125,6 +126,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	ecfg := cfg.Engine
 	ecfg.DB, ecfg.JetStream, ecfg.Definitions = cfg.DB, js, cfg.Definitions
+	ecfg.Namespace = string(cfg.Streams.Namespace)
 	ecfg.Logger, ecfg.ListenDSN = cfg.Logger.With("component", "engine"), cfg.ListenDSN
 	ecfg.TracerProvider = cmp.Or(ecfg.TracerProvider, cfg.TracerProvider)
 	ecfg.MeterProvider = cmp.Or(ecfg.MeterProvider, cfg.MeterProvider)
@@ -198,7 +200,7 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		mux.Handle("GET /readyz", httpapi.ReadyHandler(ReadyChecks(n.cfg.DB, n.cfg.NATS, n.js)...))
 		mux.Handle("/", httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger))
-		dlqAPI := httpapi.DLQHandler(dlq.New(n.js, dlq.Config{Logger: n.cfg.Logger}), n.cfg.Logger)
+		dlqAPI := httpapi.DLQHandler(dlq.New(n.js, dlq.Config{Namespace: n.cfg.Streams.Namespace, Logger: n.cfg.Logger}), n.cfg.Logger)
 		mux.Handle("/v1/dlq", dlqAPI)
 		mux.Handle("/v1/dlq/", dlqAPI)
 		srv := NewHTTPServer(n.cfg.Auth.Middleware(mux), n.cfg.HTTPLimits)

@@ -36,6 +36,7 @@ type flags struct {
 	batch, maxDeliver           int
 	dbMaxConns                  int
 	createStreams               bool
+	namespace                   string
 	natsAuth                    natsAuth
 }
 
@@ -56,6 +57,7 @@ func parse(args []string) (flags, error) {
 	fs.IntVar(&f.dbMaxConns, "db-max-conns", 8, "most open PostgreSQL connections (idle ones kept up to the same number)")
 	fs.IntVar(&f.batch, "batch", 0, "commands handled per transaction (default 32)")
 	fs.IntVar(&f.maxDeliver, "max-deliver", 0, "deliveries of a failing command before the dead-letter stream (default 10)")
+	fs.StringVar(&f.namespace, "namespace", os.Getenv("SAGAFLOW_NAMESPACE"), "installation namespace on a shared NATS account, as given to sagaflow serve (default $SAGAFLOW_NAMESPACE; empty: none)")
 	fs.BoolVar(&f.createStreams, "create-streams", true, "create or update Sagaflow's JetStream streams (single replica) at start")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug|info|warn|error")
 	fs.StringVar(&f.metrics, "metrics", "", "address to serve Prometheus metrics at /metrics (\"0.0.0.0:9464\"); empty: none")
@@ -165,7 +167,7 @@ func run(ctx context.Context, f flags) error {
 	// The participant runs the relay of the service's outbox itself, and (unless told not to)
 	// creates the streams it needs.
 	p, err := participant.New(db, js, &participant.Config{
-		Service: f.service, Logger: log, Batch: f.batch, MaxDeliver: f.maxDeliver,
+		Service: f.service, Namespace: f.namespace, Logger: log, Batch: f.batch, MaxDeliver: f.maxDeliver,
 		Relay: &relayCfg, DisableStreamSetup: !f.createStreams,
 		TracerProvider: tel.tracer, MeterProvider: tel.meter,
 	})
