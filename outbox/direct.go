@@ -9,7 +9,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
-	"github.com/lib/pq"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
@@ -121,28 +120,11 @@ func (r *Relay) publishDirect(ctx context.Context, batch []*message.Message) {
 
 // markPublishedIDs deletes (keep false) or stamps published the rows of message ids.
 func (s storage) markPublishedIDs(ctx context.Context, ex sqlx.ExecerContext, ids []string, keep bool) error {
-	if len(ids) == 0 {
-		return nil
-	}
 	base := `DELETE FROM sagaflow_outbox WHERE message_id IN (?)`
 	if keep {
 		base = `UPDATE sagaflow_outbox SET published_at = ` + s.now() + ` WHERE message_id IN (?) AND published_at IS NULL`
 	}
-	if s.dialect == sqldb.Postgres {
-		q := strings.Replace(base, "IN (?)", "= ANY($1)", 1)
-		if _, err := ex.ExecContext(ctx, q, pq.Array(ids)); err != nil {
-			return fmt.Errorf("mark %d outbox row(s) published: %w", len(ids), err)
-		}
-		return nil
-	}
-	q, args, err := sqlx.In(base, ids)
-	if err != nil {
-		return fmt.Errorf("mark outbox rows published: %w", err)
-	}
-	if _, err := ex.ExecContext(ctx, s.bind(q), args...); err != nil {
-		return fmt.Errorf("mark %d outbox row(s) published: %w", len(ids), err)
-	}
-	return nil
+	return s.execIn(ctx, ex, base, ids, len(ids))
 }
 
 // claimAge is the SQL condition leaving rows younger than delay to the process that wrote them.

@@ -148,27 +148,33 @@ func (s storage) keepKeyOrder(ctx context.Context, q sqlx.QueryerContext, rows [
 
 // markPublished deletes the rows (keep false) or stamps them published.
 func (s storage) markPublished(ctx context.Context, ex sqlx.ExecerContext, seqs []int64, keep bool) error {
-	if len(seqs) == 0 {
-		return nil
-	}
 	base := `DELETE FROM sagaflow_outbox WHERE seq IN (?)`
 	if keep {
 		base = `UPDATE sagaflow_outbox SET published_at = ` + s.now() + `, last_error = NULL WHERE seq IN (?)`
 	}
+	return s.execIn(ctx, ex, base, seqs, len(seqs))
+}
+
+// execIn runs query, whose one "IN (?)" takes list (a slice of n values): on PostgreSQL as one array
+// parameter ("= ANY($1)"), cheaper to send and to plan than one parameter per row; on SQLite
+// expanded by sqlx.In. An empty list runs nothing.
+func (s storage) execIn(ctx context.Context, ex sqlx.ExecerContext, query string, list any, n int) error {
+	if n == 0 {
+		return nil
+	}
 	if s.dialect == sqldb.Postgres {
-		// One array parameter instead of one per row: cheaper to send and to plan.
-		q := strings.Replace(base, "IN (?)", "= ANY($1)", 1)
-		if _, err := ex.ExecContext(ctx, q, pq.Array(seqs)); err != nil {
-			return fmt.Errorf("mark %d outbox row(s) published: %w", len(seqs), err)
+		q := strings.Replace(query, "IN (?)", "= ANY($1)", 1)
+		if _, err := ex.ExecContext(ctx, q, pq.Array(list)); err != nil {
+			return fmt.Errorf("mark %d outbox row(s) published: %w", n, err)
 		}
 		return nil
 	}
-	q, args, err := sqlx.In(base, seqs)
+	q, args, err := sqlx.In(query, list)
 	if err != nil {
 		return fmt.Errorf("mark outbox rows published: %w", err)
 	}
 	if _, err := ex.ExecContext(ctx, s.bind(q), args...); err != nil {
-		return fmt.Errorf("mark %d outbox row(s) published: %w", len(seqs), err)
+		return fmt.Errorf("mark %d outbox row(s) published: %w", n, err)
 	}
 	return nil
 }
