@@ -17,13 +17,9 @@ import (
 func (e *Engine) Resolve(ctx context.Context, id, actor, reason string) error {
 	var t *tx
 	err := sqldb.InTx(ctx, e.cfg.DB, func(sqlTx *sqlx.Tx) error {
-		rows, err := e.store.lock(ctx, sqlTx, []string{id})
+		r, err := e.store.lockOne(ctx, sqlTx, "resolve", id)
 		if err != nil {
 			return err
-		}
-		r, ok := rows[id]
-		if !ok {
-			return fmt.Errorf("resolve saga %s: %w", id, ErrNotFound)
 		}
 		if r.attention == "" {
 			return fmt.Errorf("resolve saga %s: %w", id, ErrNoAttention)

@@ -357,13 +357,9 @@ func (e *Engine) Redrive(ctx context.Context, id, actor, reason string) error {
 func (e *Engine) operate(ctx context.Context, id string, kind saga.EventKind, actor, reason string) error {
 	var t *tx
 	err := sqldb.InTx(ctx, e.cfg.DB, func(sqlTx *sqlx.Tx) error {
-		rows, err := e.store.lock(ctx, sqlTx, []string{id})
+		r, err := e.store.lockOne(ctx, sqlTx, string(kind), id)
 		if err != nil {
 			return err
-		}
-		r, ok := rows[id]
-		if !ok {
-			return fmt.Errorf("%s saga %s: %w", kind, id, ErrNotFound)
 		}
 		def, err := e.cfg.Definitions.Get(r.inst.Definition, r.inst.Version)
 		if err != nil {

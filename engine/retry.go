@@ -54,13 +54,9 @@ func (e *Engine) RetryStep(ctx context.Context, id string, opts *RetryOpts) erro
 	}
 	var t *tx
 	err := sqldb.InTx(ctx, e.cfg.DB, func(sqlTx *sqlx.Tx) error {
-		rows, err := e.store.lock(ctx, sqlTx, []string{id})
+		r, err := e.store.lockOne(ctx, sqlTx, "retry", id)
 		if err != nil {
 			return err
-		}
-		r, ok := rows[id]
-		if !ok {
-			return fmt.Errorf("retry saga %s: %w", id, ErrNotFound)
 		}
 		def, err := e.cfg.Definitions.Get(r.inst.Definition, r.inst.Version)
 		if err != nil {

@@ -81,6 +81,20 @@ func (r *row) public() Instance {
 
 const recordColumns = `id, state, trace_id, trace_flags, idempotency_key, row_version, history_seq, attention`
 
+// lockOne locks the instance id for an operator's request (verb names it in errors: "resolve",
+// "retry", "cancel"); it fails with an error matching ErrNotFound when there is no such instance.
+func (s *store) lockOne(ctx context.Context, tx *sqlx.Tx, verb, id string) (*row, error) {
+	rows, err := s.lock(ctx, tx, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	r, ok := rows[id]
+	if !ok {
+		return nil, fmt.Errorf("%s saga %s: %w", verb, id, ErrNotFound)
+	}
+	return r, nil
+}
+
 // lock loads and locks the instances with the given ids, in id order (so that two transactions
 // locking overlapping sets cannot deadlock). Missing ids are absent from the map.
 func (s *store) lock(ctx context.Context, tx *sqlx.Tx, ids []string) (map[string]*row, error) {
