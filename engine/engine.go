@@ -237,6 +237,34 @@ func (e *Engine) List(ctx context.Context, f Filter) ([]Instance, error) {
 	return e.store.list(ctx, e.cfg.DB, f)
 }
 
+// Summaries returns the summaries of the instances f selects, newest first, with the same paging
+// as List: the input and step outputs stay in the database, so a page costs the same whatever the
+// sagas carry. Engine.Get returns an instance whole.
+func (e *Engine) Summaries(ctx context.Context, f Filter) ([]Summary, error) {
+	switch {
+	case f.Limit <= 0:
+		f.Limit = 100
+	case f.Limit > 1000:
+		f.Limit = 1000
+	}
+	out, err := e.store.summaries(ctx, e.cfg.DB, f)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if def, err := e.cfg.Definitions.Get(out[i].Definition, out[i].Version); err == nil && out[i].Step >= 0 && out[i].Step < len(def.Steps) {
+			out[i].StepName = def.Steps[out[i].Step].Name
+		}
+	}
+	return out, nil
+}
+
+// CountByStatus counts the instances f selects by status; f's Status, Before and Limit are
+// ignored (a count covers every page and every status).
+func (e *Engine) CountByStatus(ctx context.Context, f Filter) (StatusCounts, error) {
+	return e.store.countByStatus(ctx, e.cfg.DB, f)
+}
+
 // History returns the timeline of the instance with id, oldest first, or an error matching
 // ErrNotFound when there is no such instance.
 func (e *Engine) History(ctx context.Context, id string) ([]HistoryEntry, error) {

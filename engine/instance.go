@@ -49,12 +49,49 @@ type Filter struct {
 	BusinessKey string
 	// NeedsAttention keeps only the instances in the operator's queue (Instance.NeedsAttention).
 	NeedsAttention bool
+	// Version keeps instances of this version of the definition (0: every version).
+	Version int
+	// StartedAfter keeps instances started at or after this time (zero: no lower bound).
+	StartedAfter time.Time
+	// StartedBefore keeps instances started before this time (zero: no upper bound).
+	StartedBefore time.Time
 	// Limit caps the number of instances returned: default 100, at most 1000.
 	Limit int
 	// Before is a cursor: only instances whose id sorts before it are returned. Pass the id of the
 	// last instance of a page to get the next one (ids are UUIDv7, so pages go from newest to oldest).
 	Before string
 }
+
+// Summary is what a list shows of an instance: everything but its data (input and step outputs)
+// and per-step progress, which Engine.Get returns. A summary's size does not depend on the size
+// of the saga's input, so a page of them is small whatever the sagas carry.
+type Summary struct {
+	ID          string      `json:"id"`
+	Definition  string      `json:"definition"`
+	Version     int         `json:"version"`
+	BusinessKey string      `json:"business_key,omitempty"`
+	Status      saga.Status `json:"status"`
+	// Step is the index of the current step (see saga.Instance.Step) and StepName its name in the
+	// definition (empty when the definition version is no longer registered).
+	Step     int    `json:"step"`
+	StepName string `json:"step_name,omitempty"`
+	// Attempt is the attempt number of the current action of Step (saga.Instance.Attempt).
+	Attempt int `json:"attempt"`
+	// LastError is the saga's most recent error (saga.Instance.LastError).
+	LastError string `json:"last_error,omitempty"`
+	// Deadline is the pending deadline of an unfinished saga; zero once finished.
+	Deadline   time.Time `json:"deadline,omitzero"`
+	CreatedAt  time.Time `json:"created_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
+	FinishedAt time.Time `json:"finished_at,omitzero"`
+	TraceID    string    `json:"trace_id,omitempty"`
+	// NeedsAttention and Attention: see Instance.
+	NeedsAttention bool   `json:"needs_attention,omitempty"`
+	Attention      string `json:"attention,omitempty"`
+}
+
+// StatusCounts is how many instances a filter selects, by status.
+type StatusCounts map[saga.Status]int64
 
 // HistoryKind says what a history entry records.
 type HistoryKind string

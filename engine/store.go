@@ -360,28 +360,59 @@ func (s *store) get(ctx context.Context, db sqlx.QueryerContext, id string) (*ro
 	return r, nil
 }
 
-// list returns the instances f selects, newest first.
-func (s *store) list(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]Instance, error) {
-	var where []string
+// where returns the WHERE clause (empty or starting with " WHERE") and its arguments for f's
+// filters; withStatus false leaves f.Status and the cursor out (for counts by status).
+func (f Filter) where(withStatus bool) (string, []any) {
+	var conds []string
 	var args []any
-	add := func(cond string, v string) {
-		if v != "" {
-			where = append(where, cond)
-			args = append(args, v)
+	add := func(cond string, v any) {
+		conds = append(conds, cond)
+		args = append(args, v)
+	}
+	if f.Definition != "" {
+		add("definition = ?", f.Definition)
+	}
+	if f.Version != 0 {
+		add("version = ?", f.Version)
+	}
+	if f.BusinessKey != "" {
+		add("business_key = ?", f.BusinessKey)
+	}
+	// Ids are UUIDv7: their text sorts by the start time to the millisecond, so a time range is a
+	// range of the primary key (no index on created_at needed, same text on both dialects).
+	if !f.StartedAfter.IsZero() {
+		add("id >= ?", idFloor(f.StartedAfter))
+	}
+	if !f.StartedBefore.IsZero() {
+		add("id < ?", idFloor(f.StartedBefore))
+	}
+	if f.NeedsAttention {
+		conds = append(conds, "attention <> ''")
+	}
+	if withStatus {
+		if f.Status != "" {
+			add("status = ?", f.Status)
+		}
+		if f.Before != "" {
+			add("id < ?", f.Before)
 		}
 	}
-	add("definition = ?", f.Definition)
-	add("status = ?", f.Status)
-	add("business_key = ?", f.BusinessKey)
-	add("id < ?", f.Before)
-	if f.NeedsAttention {
-		where = append(where, "attention <> ''")
+	if len(conds) == 0 {
+		return "", nil
 	}
-	q := `SELECT ` + recordColumns + ` FROM sagaflow_instances`
-	if len(where) > 0 {
-		q += ` WHERE ` + strings.Join(where, " AND ")
-	}
-	q += ` ORDER BY id DESC LIMIT ?`
+	return " WHERE " + strings.Join(conds, " AND "), args
+}
+
+// idFloor is the smallest UUIDv7 text of an instance started at t (to the millisecond).
+func idFloor(t time.Time) string {
+	ms := max(t.UnixMilli(), 0)
+	return fmt.Sprintf("%08x-%04x-0000-0000-000000000000", uint64(ms)>>16, uint64(ms)&0xffff)
+}
+
+// list returns the instances f selects, newest first.
+func (s *store) list(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]Instance, error) {
+	where, args := f.where(true)
+	q := `SELECT ` + recordColumns + ` FROM sagaflow_instances` + where + ` ORDER BY id DESC LIMIT ?`
 	args = append(args, f.Limit)
 	var recs []record
 	if err := sqlx.SelectContext(ctx, db, &recs, sqlx.Rebind(bindOf(s.dialect), q), args...); err != nil {
@@ -394,6 +425,80 @@ func (s *store) list(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]I
 			return nil, err
 		}
 		out = append(out, r.public())
+	}
+	return out, nil
+}
+
+// summaryRecord is the columns of a Summary. The fields read from the state document are extracted
+// by the database (->> on both dialects), so the document itself, with the saga's input and
+// outputs, never leaves it; its times are the instance's own (the columns round them to the
+// microsecond on PostgreSQL).
+type summaryRecord struct {
+	ID          string         `db:"id"`
+	Definition  string         `db:"definition"`
+	Version     int            `db:"version"`
+	BusinessKey string         `db:"business_key"`
+	Status      string         `db:"status"`
+	Step        sql.NullInt64  `db:"step"`
+	Attempt     sql.NullInt64  `db:"attempt"`
+	LastError   sql.NullString `db:"last_error"`
+	Deadline    sql.NullString `db:"deadline"`
+	CreatedAt   sql.NullString `db:"created_at"`
+	UpdatedAt   sql.NullString `db:"updated_at"`
+	FinishedAt  sql.NullString `db:"finished_at"`
+	TraceID     string         `db:"trace_id"`
+	Attention   string         `db:"attention"`
+}
+
+const summaryColumns = `id, definition, version, business_key, status, state->>'step' AS step,
+	state->>'attempt' AS attempt, state->>'last_error' AS last_error, state->>'deadline' AS deadline,
+	state->>'created_at' AS created_at, state->>'updated_at' AS updated_at,
+	state->>'finished_at' AS finished_at, trace_id, attention`
+
+// summaries returns the summaries of the instances f selects, newest first.
+func (s *store) summaries(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]Summary, error) {
+	where, args := f.where(true)
+	q := `SELECT ` + summaryColumns + ` FROM sagaflow_instances` + where + ` ORDER BY id DESC LIMIT ?`
+	args = append(args, f.Limit)
+	var recs []summaryRecord
+	if err := sqlx.SelectContext(ctx, db, &recs, sqlx.Rebind(bindOf(s.dialect), q), args...); err != nil {
+		return nil, fmt.Errorf("list sagas: %w", sqldb.Translate(err))
+	}
+	out := make([]Summary, len(recs))
+	for i := range recs {
+		r := &recs[i]
+		sum := Summary{ID: r.ID, Definition: r.Definition, Version: r.Version, BusinessKey: r.BusinessKey,
+			Status: saga.Status(r.Status), Step: int(r.Step.Int64), Attempt: int(r.Attempt.Int64), LastError: r.LastError.String,
+			TraceID: r.TraceID, NeedsAttention: r.Attention != "", Attention: r.Attention}
+		for _, f := range []struct {
+			text sql.NullString
+			to   *time.Time
+		}{{r.Deadline, &sum.Deadline}, {r.CreatedAt, &sum.CreatedAt}, {r.UpdatedAt, &sum.UpdatedAt}, {r.FinishedAt, &sum.FinishedAt}} {
+			if !f.text.Valid || f.text.String == "" {
+				continue
+			}
+			at, err := time.Parse(time.RFC3339Nano, f.text.String)
+			if err != nil {
+				return nil, fmt.Errorf("decode state of saga %s: %w", r.ID, err)
+			}
+			*f.to = at
+		}
+		out[i] = sum
+	}
+	return out, nil
+}
+
+// countByStatus counts the instances f selects (its Status, Before and Limit aside) by status.
+func (s *store) countByStatus(ctx context.Context, db sqlx.QueryerContext, f Filter) (StatusCounts, error) {
+	where, args := f.where(false)
+	q := `SELECT status, COUNT(*) AS n FROM sagaflow_instances` + where + ` GROUP BY status`
+	var rows []statusCount
+	if err := sqlx.SelectContext(ctx, db, &rows, sqlx.Rebind(bindOf(s.dialect), q), args...); err != nil {
+		return nil, fmt.Errorf("count sagas: %w", sqldb.Translate(err))
+	}
+	out := StatusCounts{}
+	for _, r := range rows {
+		out[saga.Status(r.Status)] = r.N
 	}
 	return out, nil
 }
