@@ -48,7 +48,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("engine run: router: %w", err)
 	}
-	router.AddMiddleware(bus.DeadLetter(dlq, e.ns(), e.cfg.MaxDeliver, bus.DeadLetterCounter(e.cfg.MeterProvider, e.log, e.cfg.ReplyConsumer)))
+	router.AddMiddleware(bus.DeadLetter(dlq, e.ns(), e.cfg.MaxDeliver, bus.DeadLetterCounter(e.cfg.MeterProvider, e.log, e.cfg.ReplyConsumer, protocol.LogAttrs)))
 
 	replies, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
 		Stream:         e.ns().Stream(bus.StreamReplies),

@@ -251,7 +251,7 @@ func (p *Participant) Run(ctx context.Context) error {
 		_ = sub.Close()
 		return fmt.Errorf("participant %s: router: %w", cfg.Service, err)
 	}
-	router.AddMiddleware(bus.DeadLetter(dlq, ns, cfg.MaxDeliver, bus.DeadLetterCounter(cfg.MeterProvider, p.log, Durable(cfg.Service))))
+	router.AddMiddleware(bus.DeadLetter(dlq, ns, cfg.MaxDeliver, bus.DeadLetterCounter(cfg.MeterProvider, p.log, Durable(cfg.Service), protocol.LogAttrs)))
 	router.AddConsumerHandler("participant-"+cfg.Service, filter, sub, p.receive)
 
 	// The relay runs until the consumer has stopped, so the replies of the last commands leave too.

@@ -24,10 +24,9 @@ import (
 
 	order "github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/driver"
-	"github.com/sagaflow/sagaflow/examples/order/payment"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/internal/benchmeter"
 	"github.com/sagaflow/sagaflow/internal/natsembed"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
 	"github.com/sagaflow/sagaflow/internal/outboxbench"
 	"github.com/sagaflow/sagaflow/internal/pgschema"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
@@ -284,34 +283,33 @@ func benchSaga(ctx context.Context, stats *sqlx.DB, cfg sagaBenchConfig, mode st
 		}
 	}
 	defer closePools()
-	open := func(name string, size int) (orderstack.DB, error) {
+	open := func(name string, size int) (exampleDB, error) {
 		dsn := dsnFor(cfg.postgres, database, schemaOf(name), cfg.appName+"-"+name)
 		db, err := sqldb.Open(ctx, dsn)
 		if err != nil {
-			return orderstack.DB{}, fmt.Errorf("open %s database: %w", name, err)
+			return exampleDB{}, fmt.Errorf("open %s database: %w", name, err)
 		}
 		db.SetMaxOpenConns(size)
 		db.SetMaxIdleConns(size)
 		db.SetConnMaxIdleTime(0)
 		db.SetConnMaxLifetime(0)
 		pools = append(pools, db)
-		return orderstack.DB{DB: db, ListenDSN: dsn}, nil
+		return exampleDB{db: db, listenDSN: dsn}, nil
 	}
 	orch, err := open("orchestrator", orchConns)
 	if err != nil {
 		return res, err
 	}
-	services := map[string]orderstack.DB{}
+	example := orderExample{nats: nc, orchestrator: orch, services: map[string]exampleDB{}}
 	for _, s := range order.Services {
-		if services[s], err = open(s, svcConns); err != nil {
+		if example.services[s], err = open(s, svcConns); err != nil {
 			return res, err
 		}
 	}
-	pay := payment.Options{}
 	if mode == "compensate" {
-		pay.DeclineRate = 1
+		example.opts = services.Options{PaymentDeclineRate: 1}
 	}
-	stack, err := orderstack.New(ctx, orderstack.Config{NATS: nc, Orchestrator: orch, Services: services, RunOrchestrator: true, Payment: pay})
+	stack, err := example.newStack(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -354,7 +352,9 @@ func benchSaga(ctx context.Context, stats *sqlx.DB, cfg sagaBenchConfig, mode st
 	}
 	fmt.Fprintf(progress, "bench saga: mode %s, concurrency %d, %d orders (database %s, %d+4×%d pooled connections)\n",
 		mode, concurrency, orders, database, orchConns, svcConns)
-	res.Report, err = driver.Run(dctx, driver.Config{Orders: orders, Concurrency: concurrency, Starter: stack.Starter(), DBs: stack.DriverDBs(), Progress: progress, Seed: 1})
+	dcfg := example.driverConfig(stack)
+	dcfg.Orders, dcfg.Concurrency, dcfg.Progress, dcfg.Seed = orders, concurrency, progress, 1
+	res.Report, err = driver.Run(dctx, dcfg)
 	if cause := context.Cause(dctx); cause != nil && ctx.Err() == nil {
 		return res, cause // the stack failed: that, not the orders it left unfinished, is the news
 	}

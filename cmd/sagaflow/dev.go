@@ -17,11 +17,8 @@ import (
 	"github.com/sagaflow/sagaflow/engine"
 	order "github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/driver"
-	"github.com/sagaflow/sagaflow/examples/order/inventory"
-	"github.com/sagaflow/sagaflow/examples/order/payment"
-	"github.com/sagaflow/sagaflow/examples/order/shipping"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/internal/natsembed"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
 	"github.com/sagaflow/sagaflow/internal/server"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
@@ -109,7 +106,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(f.logLevel)) // checked in PreRunE
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	obs, err := newObservability(ctx, orderstack.OrchestratorService, f.trace, stderr, logger)
+	obs, err := newObservability(ctx, orchestratorService, f.trace, stderr, logger)
 	if err != nil {
 		return err
 	}
@@ -136,53 +133,49 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 		return err
 	}
 	defer nc.Close()
-	openSQLite := func(name string) (orderstack.DB, error) {
+	openSQLite := func(name string) (exampleDB, error) {
 		db, err := sqldb.Open(ctx, "sqlite:"+filepath.Join(dir, name+".db"))
 		if err != nil {
-			return orderstack.DB{}, fmt.Errorf("open %s database: %w", name, err)
+			return exampleDB{}, fmt.Errorf("open %s database: %w", name, err)
 		}
-		return orderstack.DB{DB: db}, nil
+		return exampleDB{db: db}, nil
 	}
 	orch, err := openSQLite("sagaflow")
 	if err != nil {
 		return err
 	}
-	defer orch.DB.Close()
+	defer orch.db.Close()
 
 	if f.example == "" {
 		return runDevServer(ctx, f, orch, nc, ns.ClientURL(), obs, logger, stderr)
 	}
 
-	services := map[string]orderstack.DB{}
+	example := orderExample{
+		nats: nc, orchestrator: orch, services: map[string]exampleDB{}, httpAddr: f.httpAddr,
+		opts: services.Options{PaymentDeclineRate: f.declineRate, ShippingFailureRate: f.shippingRate,
+			OutOfStockRate: f.stockRate, Seed: f.seed},
+		logger: logger, tracerProvider: obs.tracerProvider, meterProvider: obs.meter.Meter,
+		metricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
+	}
 	for _, name := range order.Services {
 		db, err := openSQLite(name)
 		if err != nil {
 			return err
 		}
-		defer db.DB.Close()
-		services[name] = db
+		defer db.db.Close()
+		example.services[name] = db
 	}
-	faults := order.Faults{Seed: f.seed}
-	stack, err := orderstack.New(ctx, orderstack.Config{
-		NATS: nc, Orchestrator: orch, Services: services, RunOrchestrator: true, HTTPAddr: f.httpAddr,
-		Inventory:          inventory.Options{OutOfStockRate: f.stockRate, Faults: faults},
-		Payment:            payment.Options{DeclineRate: f.declineRate, Faults: faults},
-		Shipping:           shipping.Options{FailureRate: f.shippingRate, Faults: faults},
-		Logger:             logger,
-		TracerProviderFunc: obs.tracerProvider, MeterProvider: obs.meter.Meter,
-		MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
-	})
+	stack, err := example.newStack(ctx)
 	if err != nil {
 		return err
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- stack.Run(ctx) }()
-	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s (metrics at /metrics), data %s\n", ns.ClientURL(), stack.Addr(), dir)
+	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s (metrics at /metrics), data %s\n", ns.ClientURL(), stack.Node().Addr(), dir)
 
-	report, err := driver.Run(ctx, driver.Config{
-		Orders: f.orders, Concurrency: f.concurrency, Starter: stack.Starter(), DBs: stack.DriverDBs(),
-		Progress: stderr, Seed: f.seed,
-	})
+	dcfg := example.driverConfig(stack)
+	dcfg.Orders, dcfg.Concurrency, dcfg.Progress, dcfg.Seed = f.orders, f.concurrency, stderr, f.seed
+	report, err := driver.Run(ctx, dcfg)
 	if err != nil {
 		cancel()
 		<-runErr //nolint:errcheck // the driver's error is the one to report
@@ -208,20 +201,20 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 }
 
 // runDevServer runs the orchestrator alone on the dev databases, with the definitions of --definitions.
-func runDevServer(ctx context.Context, f devFlags, orch orderstack.DB, nc *nats.Conn, natsURL string, obs *observability, logger *slog.Logger, stderr io.Writer) error {
+func runDevServer(ctx context.Context, f devFlags, orch exampleDB, nc *nats.Conn, natsURL string, obs *observability, logger *slog.Logger, stderr io.Writer) error {
 	reg := definitions.NewRegistry()
-	if err := engine.Migrate(ctx, orch.DB); err != nil {
+	if err := engine.Migrate(ctx, orch.db); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	if f.defsDir != "" {
 		// Through the catalog, as serve does: versions whose files are gone still finish.
-		loader := &definitionsLoader{dir: f.defsDir, db: orch.DB, reg: reg, log: logger}
+		loader := &definitionsLoader{dir: f.defsDir, db: orch.db, reg: reg, log: logger}
 		if _, err := loader.load(ctx); err != nil {
 			return fmt.Errorf("load definitions: %w", err)
 		}
 	}
 	node, err := server.New(ctx, server.Config{
-		DB: orch.DB, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, Logger: logger,
+		DB: orch.db, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, Logger: logger,
 		TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter, MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 	})
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/sagaflow/sagaflow/internal/protocol"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
 )
 
@@ -90,17 +89,21 @@ func DeadLetter(pub message.Publisher, ns Namespace, maxDeliver int, onDeadLette
 
 // DeadLetterCounter returns an onDeadLetter function for DeadLetter that counts the messages
 // consumer dead-letters in sagaflow.dead_lettered{consumer} and logs each at warning level with its
-// saga, step and reason.
-func DeadLetterCounter(mp metric.MeterProvider, log *slog.Logger, consumer string) func(*message.Message) {
+// trace, subject, deliveries and reason, plus the attributes logAttrs reads from its headers (the
+// saga protocol's saga, definition and step: the bus knows nothing of sagas); logAttrs may be nil.
+func DeadLetterCounter(mp metric.MeterProvider, log *slog.Logger, consumer string, logAttrs func(message.Metadata) []any) func(*message.Message) {
 	counter, _ := mp.Meter("github.com/sagaflow/sagaflow/internal/bus").Int64Counter("sagaflow.dead_lettered",
 		metric.WithUnit("{message}"), metric.WithDescription("Messages moved to the dead-letter stream (SAGA_DLQ), per consumer."))
 	attrs := metric.WithAttributes(attribute.String("consumer", consumer))
 	return func(msg *message.Message) {
 		counter.Add(msg.Context(), 1, attrs)
 		md := msg.Metadata
-		log.WarnContext(msg.Context(), "message dead-lettered", "consumer", consumer,
-			"saga_id", md.Get(protocol.HeaderSagaID), "definition", md.Get(protocol.HeaderDefinition), "step", md.Get(protocol.HeaderStep),
-			"trace_id", telemetry.SpanContextOf(md).TraceID().String(), "subject", md.Get(HeaderDLQSubject),
+		attrs := []any{"consumer", consumer}
+		if logAttrs != nil {
+			attrs = append(attrs, logAttrs(md)...)
+		}
+		attrs = append(attrs, "trace_id", telemetry.SpanContextOf(md).TraceID().String(), "subject", md.Get(HeaderDLQSubject),
 			"deliveries", md.Get(HeaderDLQDeliveries), "reason", md.Get(HeaderDLQReason))
+		log.WarnContext(msg.Context(), "message dead-lettered", attrs...)
 	}
 }

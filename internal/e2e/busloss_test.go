@@ -13,7 +13,6 @@ import (
 
 	order "github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/driver"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/saga"
 )
@@ -29,7 +28,7 @@ func TestBusStoreLost(t *testing.T) {
 	mp, reg, err := telemetry.NewMeterProvider(t.Context(), telemetry.Config{ServiceName: "sagaflow"})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = mp.Shutdown(t.Context()) })
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true, HTTPAddr: "127.0.0.1:0", MeterProvider: mp,
+	stack := e.run(t, stackConfig{RunOrchestrator: true, HTTPAddr: "127.0.0.1:0", MeterProvider: mp,
 		MetricsHandler: telemetry.MetricsHandler(reg)})
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + stack.Addr() + path)

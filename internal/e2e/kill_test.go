@@ -17,8 +17,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/definitions"
 	"github.com/sagaflow/sagaflow/examples/order/driver"
-	"github.com/sagaflow/sagaflow/examples/order/payment"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/internal/server"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
 )
@@ -114,7 +113,7 @@ func TestOrchestratorKilledRepeatedly(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	// This process runs the services and starts sagas; the orchestrator runs in the child.
-	stack := e.run(t, orderstack.Config{Payment: payment.Options{DeclineRate: 0.25}})
+	stack := e.run(t, stackConfig{Options: services.Options{PaymentDeclineRate: 0.25}})
 
 	var mu sync.Mutex
 	cur := startChild(t, e)
@@ -153,7 +152,7 @@ func TestOrchestratorKilledRepeatedly(t *testing.T) {
 func TestTwoReplicasOneKilled(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	stack := e.run(t, orderstack.Config{Payment: payment.Options{DeclineRate: 0.25}})
+	stack := e.run(t, stackConfig{Options: services.Options{PaymentDeclineRate: 0.25}})
 	a := startChild(t, e)
 	startChild(t, e)
 	go func() {

@@ -14,8 +14,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/engine"
 	order "github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/examples/order/payment"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/saga"
 )
@@ -35,8 +34,8 @@ func TestMetricsCountAKnownRun(t *testing.T) {
 	require.NoError(t, err)
 	faults := order.Faults{Seed: 7}
 	const declineRate = 0.4
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true, HTTPAddr: "127.0.0.1:0", Definition: def,
-		Payment: payment.Options{DeclineRate: declineRate, Faults: faults}, MeterProvider: mp,
+	stack := e.run(t, stackConfig{RunOrchestrator: true, HTTPAddr: "127.0.0.1:0", Definition: def,
+		Options: services.Options{PaymentDeclineRate: declineRate, Seed: faults.Seed}, MeterProvider: mp,
 		MetricsHandler: telemetry.MetricsHandler(reg)})
 
 	// Pick 10 orders the payment service accepts and 3 it declines (its decision is a function of

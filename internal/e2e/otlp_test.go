@@ -23,8 +23,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/engine"
 	order "github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/examples/order/shipping"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/internal/telemetry"
 	"github.com/sagaflow/sagaflow/saga"
 )
@@ -115,8 +114,8 @@ func TestOTLPExportFromTwoProcesses(t *testing.T) {
 		providers = append(providers, tp)
 		tracers[s] = tp
 	}
-	stack, stopServices := e.startStack(t, orderstack.Config{Definition: fastDefinition(t), Services: e.services,
-		Shipping: shipping.Options{FailureRate: 1}, TracerProviderFunc: func(s string) trace.TracerProvider { return tracers[s] }})
+	stack, stopServices := e.startStack(t, stackConfig{Definition: fastDefinition(t), Services: e.services,
+		Options: services.Options{ShippingFailureRate: 1}, TracerProviderFunc: func(s string) trace.TracerProvider { return tracers[s] }})
 	orch := startChild(t, e)
 
 	in := order.NewGenerator(5, "otlp").Next()

@@ -10,16 +10,14 @@ import (
 	"github.com/sagaflow/sagaflow/engine"
 	order "github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/driver"
-	"github.com/sagaflow/sagaflow/examples/order/payment"
-	"github.com/sagaflow/sagaflow/examples/order/shipping"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/saga"
 )
 
 func TestAllSucceed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true})
+	stack := e.run(t, stackConfig{RunOrchestrator: true})
 	r := drive(t, stack, 30, 8)
 	requireHealthy(t, r, 30)
 	require.Equal(t, 30, r.Completed)
@@ -29,7 +27,7 @@ func TestAllSucceed(t *testing.T) {
 func TestPaymentDeclinedCompensatesInReverseOrder(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true, Payment: payment.Options{DeclineRate: 1}})
+	stack := e.run(t, stackConfig{RunOrchestrator: true, Options: services.Options{PaymentDeclineRate: 1}})
 	r := drive(t, stack, 10, 4)
 	requireHealthy(t, r, 10)
 	require.Equal(t, 10, r.Compensated)
@@ -46,7 +44,7 @@ func TestPaymentDeclinedCompensatesInReverseOrder(t *testing.T) {
 func TestShippingFailureCompensatesInReverseOrder(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true, Shipping: shipping.Options{FailureRate: 1}})
+	stack := e.run(t, stackConfig{RunOrchestrator: true, Options: services.Options{ShippingFailureRate: 1}})
 	r := drive(t, stack, 10, 4)
 	requireHealthy(t, r, 10)
 	require.Equal(t, 10, r.Compensated)
@@ -65,7 +63,7 @@ func TestShippingFailureCompensatesInReverseOrder(t *testing.T) {
 func TestServiceDownThenBack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true}, order.ServiceOrder, order.ServicePayment, order.ServiceShipping)
+	stack := e.run(t, stackConfig{RunOrchestrator: true}, order.ServiceOrder, order.ServicePayment, order.ServiceShipping)
 	input, err := json.Marshal(order.NewGenerator(1, "down").Next())
 	require.NoError(t, err)
 	id, err := stack.Starter().Start(t.Context(), "down-1", input)
@@ -82,7 +80,7 @@ func TestServiceDownThenBack(t *testing.T) {
 	require.Equal(t, 3, in.Steps[1].Attempts, "every attempt was sent")
 
 	// Inventory comes back with its own stack (same databases, same bus).
-	e.run(t, orderstack.Config{Services: map[string]orderstack.DB{order.ServiceInventory: e.services[order.ServiceInventory]}})
+	e.run(t, stackConfig{Services: map[string]serviceDB{order.ServiceInventory: e.services[order.ServiceInventory]}})
 	final, err := stack.Engine().Wait(t.Context(), id)
 	require.NoError(t, err)
 	require.Equal(t, saga.StatusCompensated, final.Status)
@@ -113,7 +111,7 @@ func TestServiceDownThenBack(t *testing.T) {
 func TestDuplicateDelivery(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true, Payment: payment.Options{DeclineRate: 0.3},
+	stack := e.run(t, stackConfig{RunOrchestrator: true, Options: services.Options{PaymentDeclineRate: 0.3},
 		WrapPublisherFunc: newFaulty(0, true)})
 	r := drive(t, stack, 60, 8)
 	requireHealthy(t, r, 60)
@@ -130,7 +128,7 @@ func TestDuplicateDelivery(t *testing.T) {
 func TestLossyBus(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	stack := e.run(t, orderstack.Config{RunOrchestrator: true, Payment: payment.Options{DeclineRate: 0.2},
+	stack := e.run(t, stackConfig{RunOrchestrator: true, Options: services.Options{PaymentDeclineRate: 0.2},
 		WrapPublisherFunc: newFaulty(0.10, false)})
 	r := drive(t, stack, 60, 16)
 	requireHealthy(t, r, 60)

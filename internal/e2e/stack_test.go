@@ -3,6 +3,8 @@ package e2e_test
 import (
 	"context"
 	"math/rand/v2"
+	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,29 +13,133 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
+	"github.com/nats-io/nats.go"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
+	"github.com/sagaflow/sagaflow/definitions"
 	"github.com/sagaflow/sagaflow/engine"
 	order "github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/driver"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/internal/natstest"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
 	"github.com/sagaflow/sagaflow/internal/pgtest"
+	"github.com/sagaflow/sagaflow/internal/server"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
+	"github.com/sagaflow/sagaflow/participant"
 	"github.com/sagaflow/sagaflow/saga"
 )
+
+// orchestratorService is the service name of the orchestrator node (stackConfig.TracerProviderFunc).
+const orchestratorService = "sagaflow"
 
 // env is the infrastructure of one test: a JetStream server and five PostgreSQL schemas, one for
 // the orchestrator and one per service.
 type env struct {
 	nats     *natstest.Server
-	orch     orderstack.DB
-	services map[string]orderstack.DB
+	orch     serviceDB
+	services map[string]serviceDB
+}
+
+// serviceDB is one database of the system under test: its handle and its DSN (for LISTEN/NOTIFY,
+// and for a child process).
+type serviceDB struct {
+	DB        *sqlx.DB
+	ListenDSN string
+}
+
+// stackConfig is what a test varies in the order system it runs in process.
+type stackConfig struct {
+	// RunOrchestrator runs the orchestrator node's engine and relay here; false when it runs in a
+	// child process and the stack only starts sagas and runs services.
+	RunOrchestrator bool
+	// HTTPAddr is the API's address; empty: no API.
+	HTTPAddr string
+	// Definition is the saga definition; nil: fastDefinition.
+	Definition *saga.Definition
+	// Services holds the database of each service to run here; nil: all of env's (see run's only).
+	Services map[string]serviceDB
+	// Options is the services' failure injection.
+	Options services.Options
+	// WrapPublisherFunc wraps every relay's publisher (a bus that loses or duplicates).
+	WrapPublisherFunc func(message.Publisher) message.Publisher
+	// TracerProviderFunc returns the tracer provider of a process (orchestratorService or a
+	// service name); nil: the global provider.
+	TracerProviderFunc func(service string) trace.TracerProvider
+	MeterProvider      metric.MeterProvider
+	MetricsHandler     http.Handler
+}
+
+// testStack is the order system a test runs: the nodes internal/server assembles, the services taken
+// from the example's one registry (examples/order/services), as sagaflow dev runs them.
+type testStack struct {
+	*server.Stack
+	def      string
+	services map[string]serviceDB
+}
+
+// newStack migrates the databases of cfg and builds its nodes on nc, the orchestrator's on orch.
+func newStack(t *testing.T, nc *nats.Conn, orch serviceDB, cfg stackConfig) *testStack {
+	t.Helper()
+	if cfg.Definition == nil {
+		cfg.Definition = fastDefinition(t)
+	}
+	tracer := func(service string) trace.TracerProvider {
+		if cfg.TracerProviderFunc == nil {
+			return nil
+		}
+		return cfg.TracerProviderFunc(service)
+	}
+	reg := definitions.NewRegistry()
+	require.NoError(t, reg.Register(cfg.Definition))
+	require.NoError(t, engine.Migrate(t.Context(), orch.DB))
+	scfg := server.StackConfig{Orchestrator: server.Config{
+		DB: orch.DB, ListenDSN: orch.ListenDSN, NATS: nc, Definitions: reg,
+		Orchestrator: cfg.RunOrchestrator, Relay: cfg.RunOrchestrator, HTTPAddr: cfg.HTTPAddr,
+		WrapPublisherFunc: cfg.WrapPublisherFunc, TracerProvider: tracer(orchestratorService),
+		MeterProvider: cfg.MeterProvider, MetricsHandler: cfg.MetricsHandler,
+	}}
+	for _, name := range order.Services {
+		db, ok := cfg.Services[name]
+		if !ok {
+			continue
+		}
+		require.NoError(t, services.Migrate(t.Context(), name, db.DB, cfg.Options))
+		scfg.Participants = append(scfg.Participants, server.ParticipantConfig{
+			Participant: participant.Config{Service: name}, DB: db.DB, ListenDSN: db.ListenDSN, NATS: nc,
+			RegisterFunc:      func(p *participant.Participant) error { return services.Register(name, p, cfg.Options) },
+			WrapPublisherFunc: cfg.WrapPublisherFunc, TracerProvider: tracer(name), MeterProvider: cfg.MeterProvider,
+		})
+	}
+	s, err := server.NewStack(t.Context(), scfg)
+	require.NoError(t, err)
+	return &testStack{Stack: s, def: cfg.Definition.Name, services: cfg.Services}
+}
+
+// Engine is the orchestrator's Go client (it starts and reads sagas through the database, whether
+// or not this stack runs the orchestrator).
+func (s *testStack) Engine() *engine.Engine { return s.Node().Engine() }
+
+// Addr is the API's address, or "".
+func (s *testStack) Addr() string { return s.Node().Addr() }
+
+// Starter adapts the engine to the driver.
+func (s *testStack) Starter() driver.Starter { return driver.EngineStarter(s.Engine(), s.def) }
+
+// DriverDBs returns the four service databases for the driver's invariant checks.
+func (s *testStack) DriverDBs() driver.DBs {
+	return driver.DBs{
+		Orders:    s.services[order.ServiceOrder].DB,
+		Inventory: s.services[order.ServiceInventory].DB,
+		Payment:   s.services[order.ServicePayment].DB,
+		Shipping:  s.services[order.ServiceShipping].DB,
+	}
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	e := &env{nats: natstest.New(t, nil), services: map[string]orderstack.DB{}}
+	e := &env{nats: natstest.New(t, nil), services: map[string]serviceDB{}}
 	e.orch = openSchema(t)
 	for _, s := range order.Services {
 		e.services[s] = openSchema(t)
@@ -41,13 +147,13 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-func openSchema(t *testing.T) orderstack.DB {
+func openSchema(t *testing.T) serviceDB {
 	t.Helper()
 	dsn := pgtest.SchemaDSN(t)
 	db, err := sqldb.Open(t.Context(), dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })
-	return orderstack.DB{DB: db, ListenDSN: dsn}
+	return serviceDB{DB: db, ListenDSN: dsn}
 }
 
 // fastDefinition is the example's definition with short timeouts and backoffs, so that timeouts,
@@ -78,46 +184,44 @@ func fastDef() (*saga.Definition, error) {
 	return def, nil
 }
 
-// run starts a stack in the background, stopped (and waited for) in t.Cleanup; cfg's NATS and
-// databases are filled from e unless set. Services not in only (when given) are not run.
-func (e *env) run(t *testing.T, cfg orderstack.Config, only ...string) *orderstack.Stack {
+// run starts a stack in the background, stopped (and waited for) in t.Cleanup, on e's NATS and
+// orchestrator database; cfg.Services nil means e's services, all of them or those in only.
+func (e *env) run(t *testing.T, cfg stackConfig, only ...string) *testStack {
 	t.Helper()
-	cfg.NATS = e.nats.Connect(t)
-	cfg.Orchestrator = e.orch
 	if cfg.Services == nil {
-		cfg.Services = map[string]orderstack.DB{}
+		cfg.Services = map[string]serviceDB{}
 		for name, db := range e.services {
-			if len(only) == 0 || contains(only, name) {
+			if len(only) == 0 || slices.Contains(only, name) {
 				cfg.Services[name] = db
 			}
 		}
 	}
-	if cfg.Definition == nil {
-		cfg.Definition = fastDefinition(t)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stack, err := orderstack.New(ctx, cfg)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- stack.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		require.NoError(t, <-done)
-	})
-	return stack
+	s, _ := e.startStack(t, cfg)
+	return s
 }
 
-func contains(xs []string, x string) bool {
-	for _, y := range xs {
-		if x == y {
-			return true
+// startStack runs a stack on e's NATS and orchestrator database until the returned stop is called
+// (or the test ends).
+func (e *env) startStack(t *testing.T, cfg stackConfig) (*testStack, func()) {
+	t.Helper()
+	s := newStack(t, e.nats.Connect(t), e.orch, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cancel()
+			require.NoError(t, <-done)
 		}
 	}
-	return false
+	t.Cleanup(stop)
+	return s, stop
 }
 
 // drive places n orders through the stack and returns the driver's report.
-func drive(t *testing.T, stack *orderstack.Stack, n, concurrency int) driver.Report {
+func drive(t *testing.T, stack *testStack, n, concurrency int) driver.Report {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()

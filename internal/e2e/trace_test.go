@@ -19,8 +19,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/engine"
 	order "github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/examples/order/shipping"
-	"github.com/sagaflow/sagaflow/internal/orderstack"
+	"github.com/sagaflow/sagaflow/examples/order/services"
 	"github.com/sagaflow/sagaflow/saga"
 )
 
@@ -58,28 +57,6 @@ func (r *recorders) ended(traceID string) []sdktrace.ReadOnlySpan {
 		}
 	}
 	return out
-}
-
-// startStack runs a stack until the returned stop is called (or the test ends).
-func (e *env) startStack(t *testing.T, cfg orderstack.Config) (*orderstack.Stack, func()) {
-	t.Helper()
-	cfg.NATS = e.nats.Connect(t)
-	cfg.Orchestrator = e.orch
-	ctx, cancel := context.WithCancel(context.Background())
-	stack, err := orderstack.New(ctx, cfg)
-	require.NoError(t, err)
-	done := make(chan error, 1)
-	go func() { done <- stack.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
-			cancel()
-			require.NoError(t, <-done)
-		}
-	}
-	t.Cleanup(stop)
-	return stack, stop
 }
 
 // tree renders the spans as an indented tree, children in start order: "name [service]".
@@ -139,21 +116,21 @@ const shippingFailsTree = `order-fulfilment [sagaflow]
 // recorded tracer provider.
 func (e *env) startTracedServices(t *testing.T, recs *recorders) {
 	t.Helper()
-	services := map[string]trace.TracerProvider{}
+	tracers := map[string]trace.TracerProvider{}
 	for _, s := range order.Services {
-		services[s] = recs.provider(s)
+		tracers[s] = recs.provider(s)
 	}
-	e.startStack(t, orderstack.Config{Definition: fastDefinition(t), Services: e.services,
-		Shipping: shipping.Options{FailureRate: 1}, TracerProviderFunc: func(s string) trace.TracerProvider { return services[s] }})
+	e.startStack(t, stackConfig{Definition: fastDefinition(t), Services: e.services,
+		Options: services.Options{ShippingFailureRate: 1}, TracerProviderFunc: func(s string) trace.TracerProvider { return tracers[s] }})
 }
 
 // startTracedOrchestrator runs an orchestrator node alone, with a new recorded tracer provider (as
 // a new process would have).
-func (e *env) startTracedOrchestrator(t *testing.T, recs *recorders) (*orderstack.Stack, func()) {
+func (e *env) startTracedOrchestrator(t *testing.T, recs *recorders) (*testStack, func()) {
 	t.Helper()
-	tp := recs.provider(orderstack.OrchestratorService)
-	return e.startStack(t, orderstack.Config{Definition: fastDefinition(t), RunOrchestrator: true,
-		Services: map[string]orderstack.DB{}, TracerProviderFunc: func(string) trace.TracerProvider { return tp }})
+	tp := recs.provider(orchestratorService)
+	return e.startStack(t, stackConfig{Definition: fastDefinition(t), RunOrchestrator: true,
+		Services: map[string]serviceDB{}, TracerProviderFunc: func(string) trace.TracerProvider { return tp }})
 }
 
 func TestTraceOfOneOrderAcrossServices(t *testing.T) {
@@ -203,8 +180,8 @@ func TestTraceIsTheSameWhenTheOrchestratorRestartsBetweenSteps(t *testing.T) {
 		}
 		return names
 	}
-	firstNames := byOrchestrator(recs.recs[orderstack.OrchestratorService][0])
-	secondNames := byOrchestrator(recs.recs[orderstack.OrchestratorService][1])
+	firstNames := byOrchestrator(recs.recs[orchestratorService][0])
+	secondNames := byOrchestrator(recs.recs[orchestratorService][1])
 	require.Contains(t, firstNames, "step create-order")
 	require.NotContains(t, firstNames, "order-fulfilment", "the first orchestrator did not see the saga finish")
 	require.Contains(t, secondNames, "order-fulfilment")
@@ -214,7 +191,7 @@ func TestTraceIsTheSameWhenTheOrchestratorRestartsBetweenSteps(t *testing.T) {
 
 // finishOrder starts one order through e. With stack set it waits for the saga to finish there;
 // otherwise it calls between(id) and returns the instance as started.
-func finishOrder(t *testing.T, e *engine.Engine, stack *orderstack.Stack, between func(id string)) *engine.Instance {
+func finishOrder(t *testing.T, e *engine.Engine, stack *testStack, between func(id string)) *engine.Instance {
 	t.Helper()
 	input := order.NewGenerator(1, "trace").Next()
 	raw, err := json.Marshal(input)

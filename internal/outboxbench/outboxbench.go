@@ -46,6 +46,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/natsembed"
+	"github.com/sagaflow/sagaflow/internal/pgschema"
 	"github.com/sagaflow/sagaflow/internal/sqldb"
 	"github.com/sagaflow/sagaflow/outbox"
 )
@@ -53,7 +54,7 @@ import (
 // Config says what to measure against.
 type Config struct {
 	// PostgresDSN is the database to use (a schema is created in it and dropped). Empty: the
-	// test suite's way: $SAGAFLOW_TEST_POSTGRES, else postgres://postgres@127.0.0.1:5432.
+	// test suite's way (pgschema.Find): $SAGAFLOW_TEST_POSTGRES, else 127.0.0.1:5432.
 	PostgresDSN string
 	// NATSURL is the NATS server; empty starts one in process (file store in a temp directory).
 	NATSURL string
@@ -105,12 +106,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	if cfg.Progress == nil {
 		cfg.Progress = io.Discard
 	}
-	if cfg.PostgresDSN == "" {
-		cfg.PostgresDSN = os.Getenv("SAGAFLOW_TEST_POSTGRES")
+	dsn, err := pgschema.Find(ctx, cfg.PostgresDSN)
+	if err != nil {
+		return Result{}, err
 	}
-	if cfg.PostgresDSN == "" {
-		cfg.PostgresDSN = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-	}
+	cfg.PostgresDSN = dsn
 	env, err := start(ctx, cfg)
 	if err != nil {
 		return Result{}, err

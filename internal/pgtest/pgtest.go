@@ -16,21 +16,19 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
-	"os"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/sagaflow/sagaflow/internal/sqldb"
-
 	"github.com/jmoiron/sqlx"
 	_ "github.com/lib/pq" // PostgreSQL driver
+
+	"github.com/sagaflow/sagaflow/internal/pgschema"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
 )
 
 // EnvDSN names the environment variable that points tests at a PostgreSQL server.
-const EnvDSN = "SAGAFLOW_TEST_POSTGRES"
-
-const localDSN = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+const EnvDSN = pgschema.EnvDSN
 
 var (
 	findOnce sync.Once
@@ -39,30 +37,22 @@ var (
 	findErr  error
 )
 
+// find finds the server as the benchmarks do (pgschema.Find) and opens the admin pool.
 func find() {
-	candidates := []string{localDSN}
-	if env := os.Getenv(EnvDSN); env != "" {
-		candidates = []string{env}
-	}
-	for _, dsn := range candidates {
-		db, err := sqlx.Open("postgres", dsn)
-		if err != nil {
-			findErr = err
-			continue
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = db.PingContext(ctx)
-		cancel()
-		if err != nil {
-			_ = db.Close()
-			findErr = fmt.Errorf("%s: %w", dsn, err)
-			continue
-		}
-		db.SetMaxOpenConns(4)
-		baseDSN, adminDB, findErr = dsn, db, nil
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dsn, err := pgschema.Find(ctx, "")
+	if err != nil {
+		findErr = fmt.Errorf("no PostgreSQL for tests (set %s to a DSN, or run scripts/test.sh, which starts a throwaway server): %w", EnvDSN, err)
 		return
 	}
-	findErr = fmt.Errorf("no PostgreSQL for tests (set %s to a DSN, or run scripts/test.sh, which starts a throwaway server): %w", EnvDSN, findErr)
+	db, err := sqlx.Open("postgres", dsn)
+	if err != nil {
+		findErr = fmt.Errorf("open %s: %w", dsn, err)
+		return
+	}
+	db.SetMaxOpenConns(4)
+	baseDSN, adminDB = dsn, db
 }
 
 // BaseDSN returns the DSN of the test server itself (no schema selected).

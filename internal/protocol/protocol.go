@@ -28,6 +28,12 @@ const (
 	ReplyPrefix = "saga.reply."
 )
 
+// LogAttrs returns the log attributes of a message's saga headers (saga_id, definition, step), for
+// logs of components that handle messages without parsing them (bus.DeadLetterCounter).
+func LogAttrs(md message.Metadata) []any {
+	return []any{"saga_id", md.Get(HeaderSagaID), "definition", md.Get(HeaderDefinition), "step", md.Get(HeaderStep)}
+}
+
 // CommandSubject returns the subject of a command for service.
 func CommandSubject(service, command string) string {
 	return CommandPrefix + service + "." + command

@@ -1,8 +1,9 @@
-// Package server wires Sagaflow's components into running processes: an orchestrator node (the
-// engine, the outbox relay of its database and the HTTP API, with the dead-letter routes over its
-// JetStream) and a participant node (a service's
-// participant and the relay of the service's database). "sagaflow serve", "sagaflow dev" and the
-// end-to-end tests all run these, so what the tests prove is what ships.
+// Package server is Sagaflow's one wiring point: the only code that assembles its components into
+// running processes. New builds an orchestrator node (the engine, the outbox relay of its database
+// and the HTTP API, with the dead-letter routes over its JetStream), NewParticipant a participant
+// node (a service's participant and the relay of the service's database), and NewStack both kinds
+// in one process. "sagaflow serve", "sagaflow dev", "sagaflow bench saga" and the end-to-end tests
+// all run these, so what the tests prove is what ships.
 package server
 
 import (

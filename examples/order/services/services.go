@@ -1,5 +1,7 @@
-// Package services wires the order example's four services by name, for the per-service process
-// (cmd/order-service) and for running all four in one process (sagaflow dev --example order).
+// Package services is the order example's one registry of its four services: for each service
+// name, how to migrate its database and how to register its handlers. The per-service process
+// (cmd/order-service) runs one entry; "sagaflow dev --example order", "sagaflow bench saga" and the
+// end-to-end tests run all four in one process through the same entries.
 package services
 
 import (
@@ -43,61 +45,82 @@ func (o Options) faults(service string) order.Faults {
 	return f
 }
 
-func known(service string) error {
-	for _, s := range order.Services {
-		if s == service {
-			return nil
-		}
+// service is one entry of the registry.
+type service struct {
+	migrate  func(ctx context.Context, db *sqlx.DB, opts Options) error
+	register func(p *participant.Participant, opts Options)
+}
+
+// registry maps each name of order.Services to its service.
+var registry = map[string]service{
+	order.ServiceOrder: {
+		migrate: func(ctx context.Context, db *sqlx.DB, _ Options) error { return orders.Migrate(ctx, db) },
+		register: func(p *participant.Participant, opts Options) {
+			orders.Register(p, orders.Options{Faults: opts.faults(order.ServiceOrder)})
+		},
+	},
+	order.ServiceInventory: {
+		migrate: migrateInventory,
+		register: func(p *participant.Participant, opts Options) {
+			inventory.Register(p, inventory.Options{OutOfStockRate: opts.OutOfStockRate, Faults: opts.faults(order.ServiceInventory)})
+		},
+	},
+	order.ServicePayment: {
+		migrate: func(ctx context.Context, db *sqlx.DB, _ Options) error { return payment.Migrate(ctx, db) },
+		register: func(p *participant.Participant, opts Options) {
+			payment.Register(p, payment.Options{DeclineRate: opts.PaymentDeclineRate, Faults: opts.faults(order.ServicePayment)})
+		},
+	},
+	order.ServiceShipping: {
+		migrate: func(ctx context.Context, db *sqlx.DB, _ Options) error { return shipping.Migrate(ctx, db) },
+		register: func(p *participant.Participant, opts Options) {
+			shipping.Register(p, shipping.Options{FailureRate: opts.ShippingFailureRate, Faults: opts.faults(order.ServiceShipping)})
+		},
+	},
+}
+
+// migrateInventory creates the inventory tables and stocks the catalogue.
+func migrateInventory(ctx context.Context, db *sqlx.DB, opts Options) error {
+	if err := inventory.Migrate(ctx, db); err != nil {
+		return err
 	}
-	return fmt.Errorf("unknown service %q: want one of %v", service, order.Services)
+	stock := opts.InitialStock
+	if stock == 0 {
+		stock = DefaultInitialStock
+	}
+	return inventory.SeedStock(ctx, db, stock, order.SKUs()...)
+}
+
+func lookup(name string) (service, error) {
+	s, ok := registry[name]
+	if !ok {
+		return service{}, fmt.Errorf("unknown service %q: want one of %v", name, order.Services)
+	}
+	return s, nil
 }
 
 // Migrate creates the participant's tables (barrier, outbox) and the service's own tables in db,
 // and stocks the catalogue for inventory.
-func Migrate(ctx context.Context, service string, db *sqlx.DB, opts Options) error {
-	if err := known(service); err != nil {
+func Migrate(ctx context.Context, name string, db *sqlx.DB, opts Options) error {
+	s, err := lookup(name)
+	if err != nil {
 		return err
 	}
 	if err := participant.Migrate(ctx, db); err != nil {
-		return fmt.Errorf("migrate %s: %w", service, err)
+		return fmt.Errorf("migrate %s: %w", name, err)
 	}
-	var err error
-	switch service {
-	case order.ServiceOrder:
-		err = orders.Migrate(ctx, db)
-	case order.ServiceInventory:
-		if err = inventory.Migrate(ctx, db); err == nil {
-			stock := opts.InitialStock
-			if stock == 0 {
-				stock = DefaultInitialStock
-			}
-			err = inventory.SeedStock(ctx, db, stock, order.SKUs()...)
-		}
-	case order.ServicePayment:
-		err = payment.Migrate(ctx, db)
-	case order.ServiceShipping:
-		err = shipping.Migrate(ctx, db)
-	}
-	if err != nil {
-		return fmt.Errorf("migrate %s: %w", service, err)
+	if err := s.migrate(ctx, db, opts); err != nil {
+		return fmt.Errorf("migrate %s: %w", name, err)
 	}
 	return nil
 }
 
-// Register registers service's handlers on p (whose Config.Service must be service).
-func Register(service string, p *participant.Participant, opts Options) error {
-	if err := known(service); err != nil {
+// Register registers the handlers of service name on p (whose Config.Service must be name).
+func Register(name string, p *participant.Participant, opts Options) error {
+	s, err := lookup(name)
+	if err != nil {
 		return err
 	}
-	switch service {
-	case order.ServiceOrder:
-		orders.Register(p, orders.Options{Faults: opts.faults(service)})
-	case order.ServiceInventory:
-		inventory.Register(p, inventory.Options{OutOfStockRate: opts.OutOfStockRate, Faults: opts.faults(service)})
-	case order.ServicePayment:
-		payment.Register(p, payment.Options{DeclineRate: opts.PaymentDeclineRate, Faults: opts.faults(service)})
-	case order.ServiceShipping:
-		shipping.Register(p, shipping.Options{FailureRate: opts.ShippingFailureRate, Faults: opts.faults(service)})
-	}
+	s.register(p, opts)
 	return nil
 }
