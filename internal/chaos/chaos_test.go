@@ -148,9 +148,14 @@ func TestChaos(t *testing.T) {
 	for _, d := range dead {
 		t.Errorf("dead letter: %s", d)
 	}
+	// What the duplicates and redeliveries came to at the orchestrator: replies recorded and ignored.
+	var ignored int
+	if err := d.orch.GetContext(ctx, &ignored, `SELECT count(*) FROM sagaflow_history WHERE kind = 'ignored'`); err != nil {
+		t.Fatal(err)
+	}
 	t.Logf("chaos summary: %d sagas (%d completed, %d compensated), %d orders placed, %d starts repeated after errors, "+
-		"%d dead letters; %d faults: %s; build %s, load %s, drain %s, total %s",
-		c.sagas, c.completed, c.compensated, len(orders), l.retries.Load(), len(dead), len(names), strings.Join(names, "; "),
+		"%d replies ignored (duplicate or stale), %d dead letters; %d faults: %s; build %s, load %s, drain %s, total %s",
+		c.sagas, c.completed, c.compensated, len(orders), l.retries.Load(), ignored, len(dead), len(names), strings.Join(names, "; "),
 		built.Sub(began).Round(time.Second), loaded.Sub(built).Round(time.Second), finished.Sub(loaded).Round(time.Second),
 		time.Since(began).Round(time.Second))
 }
