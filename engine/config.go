@@ -54,6 +54,10 @@ type Config struct {
 	// MaxDeliver is how often a reply or trigger event is delivered before it goes to the
 	// dead-letter stream. Default 10.
 	MaxDeliver int
+	// NakDelay is how long a reply or trigger event whose handling failed (the database did not
+	// answer, say) waits before its next delivery. Default 1s, so the MaxDeliver deliveries span
+	// an outage of seconds instead of being spent in a moment and dead-lettering valid messages.
+	NakDelay time.Duration
 	// TimerInterval is the timers' fallback poll: how long they sleep at most when no nearer
 	// deadline is known. Default 1s.
 	TimerInterval time.Duration
@@ -121,6 +125,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxDeliver == 0 {
 		c.MaxDeliver = 10
 	}
+	if c.NakDelay == 0 {
+		c.NakDelay = time.Second
+	}
 	if c.TimerInterval == 0 {
 		c.TimerInterval = time.Second
 	}
@@ -170,6 +177,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxDeliver < 1 {
 		errs = append(errs, errors.New("engine config: MaxDeliver must be >= 1"))
+	}
+	if c.NakDelay < 0 {
+		errs = append(errs, errors.New("engine config: NakDelay must not be negative"))
 	}
 	if c.TimerInterval < 0 {
 		errs = append(errs, errors.New("engine config: TimerInterval must not be negative"))

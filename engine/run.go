@@ -55,6 +55,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		Durable:        e.ns().Durable(e.cfg.ReplyConsumer),
 		FilterSubjects: []string{e.ns().Subject(protocol.ReplyPrefix + ">")},
 		MaxDeliver:     e.cfg.MaxDeliver,
+		NakDelay:       e.cfg.NakDelay,
 		MaxInFlight:    e.cfg.ReplyBatch,
 		Logger:         e.log,
 		MeterProvider:  e.cfg.MeterProvider,
@@ -72,6 +73,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			Durable:        e.ns().Durable("sagaflow-trigger-" + def.Name),
 			FilterSubjects: []string{e.ns().Subject(def.Trigger.Subject)},
 			MaxDeliver:     e.cfg.MaxDeliver,
+			NakDelay:       e.cfg.NakDelay,
 			Logger:         e.log,
 			MeterProvider:  e.cfg.MeterProvider,
 		})

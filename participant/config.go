@@ -53,7 +53,9 @@ type Config struct {
 	MaxDeliver int
 	// AckWait is how long JetStream waits for an answer before redelivering. Default 30s.
 	AckWait time.Duration
-	// NakDelay is the redelivery delay after a transient error. Default 1s.
+	// NakDelay is the redelivery delay after a transient error on a command's first delivery;
+	// it doubles with each further delivery, up to AckWait. Default 1s (with the default
+	// MaxDeliver and AckWait, the last delivery comes about 2.5 minutes after the first).
 	NakDelay time.Duration
 	// ShutdownTimeout bounds how long Run waits for in-flight commands when its context ends.
 	// Default 30s.

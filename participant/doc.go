@@ -51,8 +51,8 @@
 // command for good: its writes are rolled back and it goes to the SAGA_DLQ stream at once, with the
 // reason. A command whose reply subject is not under saga.reply. is dead-lettered without running
 // anything: a participant replies only where the orchestrator listens. Any other error, or a
-// panic, is transient: that command's work is rolled back and it is redelivered after Config.NakDelay; after
-// Config.MaxDeliver deliveries it goes to the SAGA_DLQ stream with the error as its reason. A
+// panic, is transient: that command's work is rolled back and it is redelivered after Config.NakDelay
+// (doubled with each delivery, up to Config.AckWait); after Config.MaxDeliver deliveries it goes to the SAGA_DLQ stream with the error as its reason. A
 // message that breaks the message contract, or names a command with no handler, goes there at once.
 // A compensation that answers Failure is not recorded, so the orchestrator's retry runs it again.
 //

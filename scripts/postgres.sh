@@ -1,8 +1,10 @@
 # Sourced by scripts/test.sh and scripts/with-postgres.sh: finds PostgreSQL and exports
 # SAGAFLOW_TEST_POSTGRES, in this order: SAGAFLOW_TEST_POSTGRES (a DSN); a server answering on
 # 127.0.0.1:5432; otherwise (or when SAGAFLOW_TEST_POSTGRES=private) a private throwaway cluster
-# (initdb + pg_ctl, a free port on 127.0.0.1, a temporary directory, fsync=off), installing
-# Debian's postgresql package first if no binaries are found, stopped when the shell exits.
+# (initdb + pg_ctl, a free port on 127.0.0.1, a temporary directory, fsync=off), stopped when the
+# shell exits. Whichever server is used, it also makes sure PostgreSQL's server binaries are here
+# (installing Debian's postgresql package when initdb/pg_ctl are not found) and exports their
+# directory as SAGAFLOW_TEST_PG_BIN: the chaos test (internal/chaos) runs a cluster of its own.
 # The caller has cd'ed to the repository root and defined log().
 
 pg_answers() { # DSN
@@ -17,10 +19,16 @@ find_pg_bin() {
 	return 1
 }
 
-start_private_pg() {
+# ensure_pg_bin exports SAGAFLOW_TEST_PG_BIN, the directory of initdb and pg_ctl, installing Debian's
+# postgresql package first when they are not found.
+ensure_pg_bin() {
 	local bin
+	if [ -n "${SAGAFLOW_TEST_PG_BIN:-}" ]; then
+		[ -x "$SAGAFLOW_TEST_PG_BIN/initdb" ] && [ -x "$SAGAFLOW_TEST_PG_BIN/pg_ctl" ] && return 0
+		log "SAGAFLOW_TEST_PG_BIN=$SAGAFLOW_TEST_PG_BIN has no initdb and pg_ctl"; exit 1
+	fi
 	if ! bin=$(find_pg_bin); then
-		log "no PostgreSQL binaries: installing Debian's postgresql package"
+		log "no PostgreSQL server binaries: installing Debian's postgresql package"
 		export DEBIAN_FRONTEND=noninteractive
 		local sudo=""
 		[ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -28,6 +36,11 @@ start_private_pg() {
 		$sudo apt-get install -y -qq postgresql >/dev/null
 		bin=$(find_pg_bin) || { log "postgresql installed but initdb/pg_ctl not found"; exit 1; }
 	fi
+	export SAGAFLOW_TEST_PG_BIN="$bin"
+}
+
+start_private_pg() {
+	local bin=$SAGAFLOW_TEST_PG_BIN
 	PGTMP=$(mktemp -d /tmp/sagaflow-pg.XXXXXX)
 	local port
 	port=$(go run ./internal/cmd/freeport)
@@ -61,6 +74,7 @@ stop_private_pg() {
 	rm -rf "$PGTMP"
 }
 
+ensure_pg_bin
 if [ "${SAGAFLOW_TEST_POSTGRES:-}" = private ]; then
 	start_private_pg # forced: how the fresh-machine path is checked on a machine that has a server
 elif [ -n "${SAGAFLOW_TEST_POSTGRES:-}" ]; then

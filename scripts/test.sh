@@ -6,8 +6,10 @@
 #   1. SAGAFLOW_TEST_POSTGRES (a DSN), if set;
 #   2. a server answering on 127.0.0.1:5432 (user postgres, trust auth);
 #   3. otherwise (or when SAGAFLOW_TEST_POSTGRES=private) a private throwaway cluster (initdb + pg_ctl, a free port on 127.0.0.1, a temporary
-#      directory, fsync=off), installing Debian's postgresql package first if no binaries are found;
-#      it is stopped and removed when the script exits.
+#      directory, fsync=off); it is stopped and removed when the script exits.
+# In every case PostgreSQL's server binaries must be here (Debian's postgresql package is installed
+# when initdb/pg_ctl are not found; SAGAFLOW_TEST_PG_BIN is exported): the chaos test
+# (internal/chaos, TestChaos) runs its own cluster, which it crashes on purpose.
 # Arguments, if any, are package patterns to test instead of ./... (all with -race).
 # NATS needs nothing: every test starts its own in-process nats-server with JetStream.
 set -euo pipefail

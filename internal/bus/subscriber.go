@@ -45,7 +45,9 @@ type SubscriberConfig struct {
 	// MaxInFlight is how many messages one Subscriber hands to the router without waiting for
 	// their acks (the router handles them concurrently); default 64.
 	MaxInFlight int
-	// NakDelay delays the redelivery of a Nacked message; 0 redelivers at once.
+	// NakDelay delays the redelivery of a Nacked message after its first delivery; each further
+	// delivery doubles the delay, up to AckWait (see nakDelay), so the MaxDeliver deliveries span
+	// an outage of minutes (the database restarting) instead of seconds. 0 redelivers at once.
 	NakDelay time.Duration
 	// CheckInterval is how often a subscription asks JetStream for its consumer, to recreate it
 	// (and its stream) when it is missing and to learn its ack floor (where a recreated consumer
@@ -603,7 +605,11 @@ func (s *Subscriber) settle(ctx context.Context, msg *message.Message, jm jetstr
 	}
 	var err error
 	if s.cfg.NakDelay > 0 {
-		err = jm.NakWithDelay(s.cfg.NakDelay)
+		var delivered uint64 = 1
+		if md, mdErr := jm.Metadata(); mdErr == nil {
+			delivered = md.NumDelivered
+		}
+		err = jm.NakWithDelay(nakDelay(s.cfg.NakDelay, s.cfg.AckWait, delivered))
 	} else {
 		err = jm.Nak()
 	}
@@ -611,6 +617,19 @@ func (s *Subscriber) settle(ctx context.Context, msg *message.Message, jm jetstr
 		s.cfg.Logger.Warn("nak", "message_id", msg.UUID, "subject", jm.Subject(), "err", err)
 	}
 	s.lastDelivery(ctx, jm, "nacked on its last delivery")
+}
+
+// nakDelay is the redelivery delay of a message Nacked on its delivered-th delivery: base after the
+// first, doubled after each further one, at most ceiling (AckWait: a message is never held back
+// longer than one it was never answered about). With the defaults of the engine and the
+// participant (1s, 30s, 10 deliveries) the last delivery comes about 2.5 minutes after the first,
+// so a message that fails only because the database is restarting is not dead-lettered.
+func nakDelay(base, ceiling time.Duration, delivered uint64) time.Duration {
+	d := base
+	for n := uint64(1); n < delivered && d < ceiling; n++ {
+		d *= 2
+	}
+	return min(d, max(ceiling, base))
 }
 
 // lastDelivery reports jm, given up by this process, when it was its last allowed delivery: JetStream
