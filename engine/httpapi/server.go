@@ -106,19 +106,37 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	}
 	h := &handler{e: e, defs: defs, log: logger.With("component", "http")}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/sagas", h.start)
-	mux.HandleFunc("GET /v1/sagas", h.list)
-	mux.HandleFunc("GET /v1/sagas/counts", h.counts)
-	mux.HandleFunc("GET /v1/sagas/{id}", h.get)
-	mux.HandleFunc("GET /v1/sagas/{id}/history", h.history)
-	mux.HandleFunc("GET /v1/definitions/{name}/sagas/{key}", h.getByKey)
-	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation("cancel", e.Cancel))
-	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation("redrive", e.Redrive))
-	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation("resolve", e.Resolve))
-	mux.HandleFunc("POST /v1/sagas/{id}/retry", h.retry)
-	mux.HandleFunc("GET /v1/definitions", h.definitions)
-	mux.Handle("GET /healthz", HealthHandler())
+	for _, rt := range h.routes() {
+		mux.Handle(rt.pattern, rt.handler)
+	}
 	return jsonMisses(mux)
+}
+
+// route is one endpoint: its ServeMux pattern ("GET /v1/sagas/{id}") and its handler. The route
+// tables are the only place routes are registered, so TestOpenAPIRoutes can hold them to the
+// OpenAPI document.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// routes are NewHandler's endpoints.
+func (h *handler) routes() []route {
+	return []route{
+		{"POST /v1/sagas", http.HandlerFunc(h.start)},
+		{"GET /v1/sagas", http.HandlerFunc(h.list)},
+		{"GET /v1/sagas/counts", http.HandlerFunc(h.counts)},
+		{"GET /v1/sagas/{id}", http.HandlerFunc(h.get)},
+		{"GET /v1/sagas/{id}/history", http.HandlerFunc(h.history)},
+		{"GET /v1/definitions/{name}/sagas/{key}", http.HandlerFunc(h.getByKey)},
+		{"POST /v1/sagas/{id}/cancel", h.operation("cancel", h.e.Cancel)},
+		{"POST /v1/sagas/{id}/redrive", h.operation("redrive", h.e.Redrive)},
+		{"POST /v1/sagas/{id}/resolve", h.operation("resolve", h.e.Resolve)},
+		{"POST /v1/sagas/{id}/retry", http.HandlerFunc(h.retry)},
+		{"GET /v1/definitions", http.HandlerFunc(h.definitions)},
+		{"GET /healthz", HealthHandler()},
+		{"GET /openapi.json", http.HandlerFunc(openAPI)},
+	}
 }
 
 // jsonMisses answers a request no route takes (an unknown path: 404; a known path with another
