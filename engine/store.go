@@ -455,10 +455,27 @@ const summaryColumns = `id, definition, version, business_key, status, state->>'
 	state->>'created_at' AS created_at, state->>'updated_at' AS updated_at,
 	state->>'finished_at' AS finished_at, trace_id, attention`
 
+// summaryPagePostgres reads the same columns with one jsonb_to_record per row: on PostgreSQL each
+// ->> reads the whole document again (detoasting it, 100 KB for a saga with a 100 KB input), so
+// seven of them cost seven times one (measured in psql on 2,000 rows of 100 KB documents: a page
+// of 1000 took 2.7-3.0 s with ->>, 0.33-0.42 s with jsonb_to_record). The page is chosen first,
+// in the subquery, so that whatever plan the filters lead to, only its rows' documents are read.
+// %s is the WHERE clause of the filters.
+const summaryPagePostgres = `SELECT id, definition, version, business_key, status, s.step, s.attempt, s.last_error,
+	s.deadline, s.created_at, s.updated_at, s.finished_at, trace_id, attention
+FROM (SELECT id, definition, version, business_key, status, state, trace_id, attention
+	FROM sagaflow_instances%s ORDER BY id DESC LIMIT ?) AS page,
+	jsonb_to_record(page.state) AS s(step bigint, attempt bigint, last_error text, deadline text,
+	created_at text, updated_at text, finished_at text)
+ORDER BY id DESC`
+
 // summaries returns the summaries of the instances f selects, newest first.
 func (s *store) summaries(ctx context.Context, db sqlx.QueryerContext, f Filter) ([]Summary, error) {
 	where, args := f.where(true)
 	q := `SELECT ` + summaryColumns + ` FROM sagaflow_instances` + where + ` ORDER BY id DESC LIMIT ?`
+	if s.dialect == sqldb.Postgres {
+		q = fmt.Sprintf(summaryPagePostgres, where)
+	}
 	args = append(args, f.Limit)
 	var recs []summaryRecord
 	if err := sqlx.SelectContext(ctx, db, &recs, sqlx.Rebind(bindOf(s.dialect), q), args...); err != nil {

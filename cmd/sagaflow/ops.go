@@ -107,15 +107,24 @@ func newStartCmd() *cobra.Command {
 func newListCmd() *cobra.Command {
 	var o opsFlags
 	var f engine.Filter
+	var since, until string
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List sagas, newest first",
+		Long: `List prints a page of saga summaries, newest first (no input or step outputs: "sagaflow show"
+has them). --since and --until select by start time: a duration before now ("24h", "90m") or an
+RFC 3339 time. When more sagas match, the cursor of the next page is printed to stderr.`,
 		Example: `  sagaflow list --status failed
   sagaflow list --needs-attention
+  sagaflow list --definition order-fulfilment --version 2 --since 24h
+  sagaflow list --since 2026-11-28T00:00:00Z --until 2026-11-29T00:00:00Z
   sagaflow list --definition order-fulfilment --key order-42 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			resp, err := o.client().List(cmd.Context(), f)
+			if err := startRange(&f, since, until, time.Now()); err != nil {
+				return err
+			}
+			resp, err := o.client().ListSagas(cmd.Context(), f)
 			if err != nil {
 				return err
 			}
@@ -130,7 +139,7 @@ func newListCmd() *cobra.Command {
 					status += " (needs attention)"
 				}
 				fmt.Fprintf(tw, "%s\t%s v%d\t%s\t%s\t%s\t%s\t%s\n", safe(in.ID), safe(in.Definition), in.Version, dash(in.BusinessKey),
-					status, currentStep(&in.Instance), age(in.CreatedAt), dash(truncate(in.LastError, 60)))
+					status, dash(in.StepName), age(in.CreatedAt), dash(truncate(in.LastError, 60)))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -143,6 +152,9 @@ func newListCmd() *cobra.Command {
 	}
 	c.Flags().StringVar(&f.Status, "status", "", "only sagas with this status (running, compensating, completed, compensated, failed)")
 	c.Flags().StringVar(&f.Definition, "definition", "", "only sagas of this definition")
+	c.Flags().IntVar(&f.Version, "version", 0, "only sagas of this definition version (default: every version)")
+	c.Flags().StringVar(&since, "since", "", `only sagas started at or after this: a duration before now ("24h") or an RFC 3339 time`)
+	c.Flags().StringVar(&until, "until", "", `only sagas started before this: a duration before now ("1h") or an RFC 3339 time`)
 	c.Flags().StringVar(&f.BusinessKey, "key", "", "only sagas with this business key")
 	c.Flags().BoolVar(&f.NeedsAttention, "needs-attention", false, "only sagas in the operator's queue (for example after a late effect), whatever their status")
 	c.Flags().IntVar(&f.Limit, "limit", 50, "at most this many sagas (1..1000)")
@@ -173,7 +185,7 @@ func newShowCmd() *cobra.Command {
 				inst, err = cl.GetByKey(cmd.Context(), def, key)
 			case len(args) == 0 && key != "":
 				// No definition given: the key must name exactly one saga.
-				resp, lerr := cl.List(cmd.Context(), engine.Filter{BusinessKey: key, Limit: 2})
+				resp, lerr := cl.ListSagas(cmd.Context(), engine.Filter{BusinessKey: key, Limit: 2})
 				if lerr != nil {
 					return lerr
 				}
@@ -181,7 +193,7 @@ func newShowCmd() *cobra.Command {
 				case 0:
 					return fmt.Errorf("no saga has business key %q", key)
 				case 1:
-					inst = &resp.Sagas[0]
+					inst, err = cl.Get(cmd.Context(), resp.Sagas[0].ID)
 				default:
 					return fmt.Errorf("several sagas have business key %q: add --definition", key)
 				}
@@ -333,6 +345,29 @@ func currentStep(in *saga.Instance) string {
 		return safe(in.Steps[in.Step].Name)
 	}
 	return "-"
+}
+
+// startRange sets f's start-time range from --since and --until: a duration before now or an
+// RFC 3339 time each, empty for no bound.
+func startRange(f *engine.Filter, since, until string, now time.Time) error {
+	for _, b := range []struct {
+		flag, value string
+		to          *time.Time
+	}{{"--since", since, &f.StartedAfter}, {"--until", until, &f.StartedBefore}} {
+		if b.value == "" {
+			continue
+		}
+		if d, err := time.ParseDuration(b.value); err == nil && d > 0 {
+			*b.to = now.Add(-d)
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, b.value)
+		if err != nil {
+			return usageError{fmt.Errorf("%s %q: want a positive duration before now (24h, 90m) or an RFC 3339 time", b.flag, b.value)}
+		}
+		*b.to = t
+	}
+	return nil
 }
 
 func span(from, to time.Time) string {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -49,6 +50,18 @@ func TestOperatorCommands(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, id)
 	require.Contains(t, stdout, "t-42")
+	require.Regexp(t, `(?m)^`+id+`\s+transfer v1\s+t-42\s+running\s+debit\s`, stdout, "the current step is named")
+	code, stdout, stderr = runCLI(t, "list", "--version", "1", "--since", "1h", "--until", time.Now().Add(time.Hour).Format(time.RFC3339), "--api", api)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, id)
+	for _, args := range [][]string{{"--version", "2"}, {"--until", "1h"}} {
+		code, stdout, stderr = runCLI(t, append([]string{"list", "--api", api}, args...)...)
+		require.Equal(t, 0, code, stderr)
+		require.NotContains(t, stdout, id, args)
+	}
+	code, _, stderr = runCLI(t, "list", "--since", "yesterday", "--api", api)
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, stderr, `--since "yesterday"`)
 
 	t.Setenv("SAGAFLOW_TRACE_URL", "http://jaeger.example:16686/trace/{trace_id}")
 	code, stdout, stderr = runCLI(t, "show", "--key", "t-42", "--api", api)

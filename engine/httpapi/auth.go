@@ -158,10 +158,12 @@ func (a *Auth) check(token string) (Principal, bool) {
 	return found, ok == 1
 }
 
-// openPaths are served without a token: probes and the scraper must not need one.
-var openPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true}
+// openPaths are served without a token: probes and the scraper must not need one, and the OpenAPI
+// document describes the routes without revealing any data.
+var openPaths = map[string]bool{"/healthz": true, "/readyz": true, "/metrics": true, "/openapi.json": true}
 
-// Middleware requires a valid bearer token on every request but /healthz, /readyz and /metrics:
+// Middleware requires a valid bearer token on every request but /healthz, /readyz, /metrics and
+// /openapi.json:
 // none or an unknown one is a 401 (with WWW-Authenticate: Bearer), a role too low for the request a
 // 403. GET and HEAD need viewer, every other method operator. The principal is in the request's
 // context for actor and audit. A nil *Auth lets every request through (no authentication).

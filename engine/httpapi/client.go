@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sagaflow/sagaflow/engine"
 )
@@ -74,10 +75,11 @@ func (c *Client) GetByKey(ctx context.Context, definition, key string) (*engine.
 	return &inst, nil
 }
 
-// List returns a page of instances; resp.Next is the cursor of the next page.
-func (c *Client) List(ctx context.Context, f engine.Filter) (ListResponse, error) {
-	q := url.Values{}
-	for k, v := range map[string]string{"definition": f.Definition, "status": f.Status, "business_key": f.BusinessKey, "before": f.Before} {
+// ListSagas returns a page of saga summaries, newest first, selected by f (its Before is the cursor,
+// its Limit the page size: 0 for the server's default); resp.Next is the cursor of the next page.
+func (c *Client) ListSagas(ctx context.Context, f engine.Filter) (ListResponse, error) {
+	q := selectionQuery(f)
+	for k, v := range map[string]string{"status": f.Status, "before": f.Before} {
 		if v != "" {
 			q.Set(k, v)
 		}
@@ -85,12 +87,40 @@ func (c *Client) List(ctx context.Context, f engine.Filter) (ListResponse, error
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
-	if f.NeedsAttention {
-		q.Set("needs_attention", "true")
-	}
 	var resp ListResponse
 	err := c.do(ctx, http.MethodGet, "/v1/sagas?"+q.Encode(), nil, &resp)
 	return resp, err
+}
+
+// CountSagas returns how many sagas f selects in each status (f's Status, Before and Limit are
+// not sent: a count covers every status and page).
+func (c *Client) CountSagas(ctx context.Context, f engine.Filter) (CountsResponse, error) {
+	var resp CountsResponse
+	err := c.do(ctx, http.MethodGet, "/v1/sagas/counts?"+selectionQuery(f).Encode(), nil, &resp)
+	return resp, err
+}
+
+// selectionQuery encodes the filters the list and the counts share.
+func selectionQuery(f engine.Filter) url.Values {
+	q := url.Values{}
+	for k, v := range map[string]string{"definition": f.Definition, "business_key": f.BusinessKey} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	if f.Version > 0 {
+		q.Set("version", strconv.Itoa(f.Version))
+	}
+	if f.NeedsAttention {
+		q.Set("needs_attention", "true")
+	}
+	if !f.StartedAfter.IsZero() {
+		q.Set("started_after", f.StartedAfter.Format(time.RFC3339Nano))
+	}
+	if !f.StartedBefore.IsZero() {
+		q.Set("started_before", f.StartedBefore.Format(time.RFC3339Nano))
+	}
+	return q
 }
 
 // History returns an instance's whole timeline, page by page.

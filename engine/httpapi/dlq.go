@@ -120,11 +120,20 @@ func DLQHandler(q DLQ, logger *slog.Logger) http.Handler {
 	}
 	h := &dlqHandler{q: q, handler: handler{log: logger.With("component", "http")}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/dlq", h.list)
-	mux.HandleFunc("GET /v1/dlq/{seq}", h.get)
-	mux.HandleFunc("POST /v1/dlq/replay", h.change("dlq_replay", q.Replay))
-	mux.HandleFunc("POST /v1/dlq/purge", h.change("dlq_purge", q.Purge))
-	return mux
+	for _, rt := range h.routes() {
+		mux.Handle(rt.pattern, rt.handler)
+	}
+	return jsonMisses(mux)
+}
+
+// routes are DLQHandler's endpoints.
+func (h *dlqHandler) routes() []route {
+	return []route{
+		{"GET /v1/dlq", http.HandlerFunc(h.list)},
+		{"GET /v1/dlq/{seq}", http.HandlerFunc(h.get)},
+		{"POST /v1/dlq/replay", h.change("dlq_replay", h.q.Replay)},
+		{"POST /v1/dlq/purge", h.change("dlq_purge", h.q.Purge)},
+	}
 }
 
 type dlqHandler struct {

@@ -2,10 +2,13 @@
 // uses. The server side wraps an *engine.Engine (or anything with the same methods); any number of
 // replicas may serve it, since every call reads or writes the shared store.
 //
-// Routes (all bodies JSON; errors are {"error": "...", "code": "..."} with a 4xx/5xx status):
+// Routes (all bodies JSON; errors are {"error": "...", "code": "..."} with a 4xx/5xx status). The
+// contract is openapi.yaml, served as GET /openapi.json; docs/api.md has curl examples:
 //
 //	POST /v1/sagas                      start: {"definition","version","business_key","input","idempotency_key"} → 201 {"id"}
-//	GET  /v1/sagas?definition=&status=&business_key=&needs_attention=true&limit=&before=   → {"sagas":[...],"next":"<cursor>"}
+//	GET  /v1/sagas?definition=&version=&status=&business_key=&needs_attention=true&started_after=&started_before=&limit=&before=
+//	                                    → {"sagas":[summaries],"next":"<cursor>"}
+//	GET  /v1/sagas/counts?<the same filters but status, limit, before>   → {"counts":{"running":N,...},"total":N}
 //	GET  /v1/sagas/{id}                 → the instance
 //	GET  /v1/sagas/{id}/history         → {"history":[...],"next":"<seq>"}  (?after=<seq>&limit=N: 500 by default, at most 5000)
 //	GET  /v1/definitions/{name}/sagas/{key}   → the instance with that business key
@@ -16,6 +19,7 @@
 //	GET  /v1/definitions                → {"definitions":[...],"versions":[{"name","version","hash","registered_at","counts":{...}}]}
 //	GET  /healthz                       → {"status":"ok"} while the process serves (liveness)
 //	GET  /readyz                        → 200 {"status":"ready"}, or 503 {"status":"not ready","not_ready":{"<check>":"<reason>"}}
+//	GET  /openapi.json                  → the OpenAPI 3.1 document (no token needed)
 //	GET  /v1/dlq?subject=&reason=&saga_id=&since=&older_than=&before=&limit=   → {"messages":[...],"next":<seq>} newest first
 //	GET  /v1/dlq/{seq}                  → one dead letter whole, with headers
 //	POST /v1/dlq/replay                 {"seqs":[...] or "filter":{...},"reason","dry_run"} → {"dry_run","messages":[...],"more"}
@@ -31,7 +35,7 @@
 // connection is up, and Sagaflow's streams exist (docs/observability.md).
 //
 // Auth.Middleware (auth.go) requires a bearer token with a role (viewer for GET, operator for
-// POST) on every route but /healthz, /readyz and /metrics. The actor recorded in history for
+// POST) on every route but /healthz, /readyz, /metrics and /openapi.json. The actor recorded in history for
 // start, cancel, redrive, retry and resolve, and in the audit line and headers of a dead-letter
 // replay or purge, is the token's name, with the X-Sagaflow-Actor request header as "on behalf
 // of"; without authentication it is the header, or "api" when it is absent. Every such action

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/stretchr/testify/require"
@@ -61,28 +62,46 @@ func TestAPI(t *testing.T) {
 
 		id2, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer", BusinessKey: "t-2"})
 		require.NoError(t, err)
-		page, err := c.List(ctx, engine.Filter{Definition: "transfer", Limit: 1})
+		page, err := c.ListSagas(ctx, engine.Filter{Definition: "transfer", Limit: 1})
 		require.NoError(t, err)
 		require.Len(t, page.Sagas, 1)
 		require.Equal(t, id2, page.Sagas[0].ID, "newest first")
 		require.Equal(t, id2, page.Next)
-		page, err = c.List(ctx, engine.Filter{Definition: "transfer", Before: page.Next})
+		page, err = c.ListSagas(ctx, engine.Filter{Definition: "transfer", Before: page.Next})
 		require.NoError(t, err)
 		require.Len(t, page.Sagas, 1)
 		require.Equal(t, id, page.Sagas[0].ID)
 		require.Empty(t, page.Next)
-		page, err = c.List(ctx, engine.Filter{BusinessKey: "t-2"})
+		page, err = c.ListSagas(ctx, engine.Filter{BusinessKey: "t-2"})
 		require.NoError(t, err)
 		require.Len(t, page.Sagas, 1)
+		require.Equal(t, "debit", page.Sagas[0].StepName, "a summary names its current step")
+
+		// Filters by version and start time; the counts take the same filters.
+		page, err = c.ListSagas(ctx, engine.Filter{Version: 2})
+		require.NoError(t, err)
+		require.Empty(t, page.Sagas, "no saga runs version 2")
+		page, err = c.ListSagas(ctx, engine.Filter{Version: 1, StartedAfter: time.Now().Add(-time.Hour), StartedBefore: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		require.Len(t, page.Sagas, 2)
+		page, err = c.ListSagas(ctx, engine.Filter{StartedBefore: time.Now().Add(-time.Hour)})
+		require.NoError(t, err)
+		require.Empty(t, page.Sagas, "none started an hour ago")
+		counts, err := c.CountSagas(ctx, engine.Filter{Definition: "transfer", Version: 1})
+		require.NoError(t, err)
+		require.Equal(t, httpapi.CountsResponse{Counts: engine.VersionCounts{Running: 2}, Total: 2}, counts)
+		counts, err = c.CountSagas(ctx, engine.Filter{StartedAfter: time.Now().Add(time.Hour)})
+		require.NoError(t, err)
+		require.Equal(t, httpapi.CountsResponse{}, counts)
 
 		// The operator's queue: only the flagged saga (the engine flags a late effect; here the
 		// column is set directly, as its migration defines it).
-		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		page, err = c.ListSagas(ctx, engine.Filter{NeedsAttention: true})
 		require.NoError(t, err)
 		require.Empty(t, page.Sagas)
 		_, err = db.ExecContext(ctx, db.Rebind(`UPDATE sagaflow_instances SET attention = ? WHERE id = ?`), "late effect of step \"debit\"", id2)
 		require.NoError(t, err)
-		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		page, err = c.ListSagas(ctx, engine.Filter{NeedsAttention: true})
 		require.NoError(t, err)
 		require.Len(t, page.Sagas, 1)
 		require.Equal(t, id2, page.Sagas[0].ID)
@@ -91,7 +110,7 @@ func TestAPI(t *testing.T) {
 		resolved, err := c.Resolve(ctx, id2, "reconciled")
 		require.NoError(t, err)
 		require.False(t, resolved.NeedsAttention)
-		page, err = c.List(ctx, engine.Filter{NeedsAttention: true})
+		page, err = c.ListSagas(ctx, engine.Filter{NeedsAttention: true})
 		require.NoError(t, err)
 		require.Empty(t, page.Sagas)
 
@@ -139,7 +158,13 @@ func TestAPIErrors(t *testing.T) {
 				return err
 			}, 404, "not_found", "nope"},
 			{"NoDefinition", func() error { _, err := c.Start(ctx, httpapi.StartRequest{}); return err }, 400, "bad_request", "definition is required"},
-			{"BadStatus", func() error { _, err := c.List(ctx, engine.Filter{Status: "sleeping"}); return err }, 400, "bad_request", "status"},
+			{"BadStatus", func() error { _, err := c.ListSagas(ctx, engine.Filter{Status: "sleeping"}); return err }, 400, "bad_request", "status"},
+			{"BadLimit", func() error { _, err := c.ListSagas(ctx, engine.Filter{Limit: 1001}); return err }, 400, "bad_request", "limit"},
+			{"EmptyStartRange", func() error {
+				now := time.Now()
+				_, err := c.CountSagas(ctx, engine.Filter{StartedAfter: now, StartedBefore: now})
+				return err
+			}, 400, "bad_request", "started_after"},
 			{"CancelUnknown", func() error { _, err := c.Cancel(ctx, "nope", ""); return err }, 404, "not_found", "not found"},
 			{"ResolveNotFlagged", func() error {
 				id, err := c.Start(ctx, httpapi.StartRequest{Definition: "transfer"})
@@ -195,6 +220,34 @@ func TestAPIRejectsMalformedBodies(t *testing.T) {
 			require.Equal(t, "bad_request", e.Code)
 		}
 	})
+}
+
+// TestListRejectsBadParams: a malformed selection is a 400 naming its parameter, on the list and
+// on the counts.
+func TestListRejectsBadParams(t *testing.T) {
+	t.Parallel()
+	db := sqlitetest.New(t)
+	require.NoError(t, engine.Migrate(t.Context(), db))
+	e, err := engine.New(engine.Config{DB: db, Definitions: definitions.NewRegistry()})
+	require.NoError(t, err)
+	h := httpapi.NewHandler(e, nil, nil)
+	for _, path := range []string{"/v1/sagas", "/v1/sagas/counts"} {
+		for _, tt := range []struct{ query, want string }{
+			{"started_after=yesterday", `started_after="yesterday": want an RFC 3339 time`},
+			{"started_before=2026-11-29", `started_before="2026-11-29": want an RFC 3339 time`},
+			{"version=0", `version="0"`},
+			{"version=two", `version="two"`},
+			{"needs_attention=maybe", `needs_attention="maybe"`},
+		} {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequestWithContext(t.Context(), http.MethodGet, path+"?"+tt.query, nil))
+			require.Equal(t, http.StatusBadRequest, rec.Code, path)
+			var e httpapi.Error
+			require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &e))
+			require.Equal(t, "bad_request", e.Code)
+			require.Contains(t, e.Message, tt.want)
+		}
+	}
 }
 
 // TestRouteMissesAreJSON: a path no route takes answers 404 and a route's path with another

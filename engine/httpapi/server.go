@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/sagaflow/sagaflow/definitions"
 	"github.com/sagaflow/sagaflow/engine"
@@ -19,7 +21,8 @@ type Engine interface {
 	Start(ctx context.Context, definition, businessKey string, input json.RawMessage, opts engine.StartOptions) (string, error)
 	Get(ctx context.Context, id string) (*engine.Instance, error)
 	GetByKey(ctx context.Context, definition, businessKey string) (*engine.Instance, error)
-	List(ctx context.Context, f engine.Filter) ([]engine.Instance, error)
+	Summaries(ctx context.Context, f engine.Filter) ([]engine.Summary, error)
+	CountByStatus(ctx context.Context, f engine.Filter) (engine.StatusCounts, error)
 	HistoryPage(ctx context.Context, id string, p engine.HistoryParams) ([]engine.HistoryEntry, error)
 	Cancel(ctx context.Context, id, actor, reason string) error
 	Redrive(ctx context.Context, id, actor, reason string) error
@@ -49,11 +52,25 @@ type StartResponse struct {
 	ID string `json:"id"`
 }
 
-// ListResponse is the answer to GET /v1/sagas. Next, when set, is the Before cursor of the next page.
+// ListResponse is the answer to GET /v1/sagas: a page of summaries (no input, no step outputs:
+// GET /v1/sagas/{id} has them), newest first. Next, when set, is the before cursor of the next page.
 type ListResponse struct {
-	Sagas []engine.Instance `json:"sagas"`
-	Next  string            `json:"next,omitempty"`
+	Sagas []engine.Summary `json:"sagas"`
+	Next  string           `json:"next,omitempty"`
 }
+
+// CountsResponse is the answer to GET /v1/sagas/counts: how many sagas the filters select in each
+// status, and in all.
+type CountsResponse struct {
+	Counts engine.VersionCounts `json:"counts"`
+	Total  int64                `json:"total"`
+}
+
+// List page sizes: the default and the largest a request may ask for.
+const (
+	DefaultListLimit = 100
+	MaxListLimit     = 1000
+)
 
 // HistoryResponse is the answer to GET /v1/sagas/{id}/history?after=<seq>&limit=<n>: a page of
 // the timeline, and Next, the after= of the next page, set when the page is full (more may follow).
@@ -89,18 +106,37 @@ func NewHandler(e Engine, defs *definitions.Registry, logger *slog.Logger) http.
 	}
 	h := &handler{e: e, defs: defs, log: logger.With("component", "http")}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/sagas", h.start)
-	mux.HandleFunc("GET /v1/sagas", h.list)
-	mux.HandleFunc("GET /v1/sagas/{id}", h.get)
-	mux.HandleFunc("GET /v1/sagas/{id}/history", h.history)
-	mux.HandleFunc("GET /v1/definitions/{name}/sagas/{key}", h.getByKey)
-	mux.HandleFunc("POST /v1/sagas/{id}/cancel", h.operation("cancel", e.Cancel))
-	mux.HandleFunc("POST /v1/sagas/{id}/redrive", h.operation("redrive", e.Redrive))
-	mux.HandleFunc("POST /v1/sagas/{id}/resolve", h.operation("resolve", e.Resolve))
-	mux.HandleFunc("POST /v1/sagas/{id}/retry", h.retry)
-	mux.HandleFunc("GET /v1/definitions", h.definitions)
-	mux.Handle("GET /healthz", HealthHandler())
+	for _, rt := range h.routes() {
+		mux.Handle(rt.pattern, rt.handler)
+	}
 	return jsonMisses(mux)
+}
+
+// route is one endpoint: its ServeMux pattern ("GET /v1/sagas/{id}") and its handler. The route
+// tables are the only place routes are registered, so TestOpenAPIRoutes can hold them to the
+// OpenAPI document.
+type route struct {
+	pattern string
+	handler http.Handler
+}
+
+// routes are NewHandler's endpoints.
+func (h *handler) routes() []route {
+	return []route{
+		{"POST /v1/sagas", http.HandlerFunc(h.start)},
+		{"GET /v1/sagas", http.HandlerFunc(h.list)},
+		{"GET /v1/sagas/counts", http.HandlerFunc(h.counts)},
+		{"GET /v1/sagas/{id}", http.HandlerFunc(h.get)},
+		{"GET /v1/sagas/{id}/history", http.HandlerFunc(h.history)},
+		{"GET /v1/definitions/{name}/sagas/{key}", http.HandlerFunc(h.getByKey)},
+		{"POST /v1/sagas/{id}/cancel", h.operation("cancel", h.e.Cancel)},
+		{"POST /v1/sagas/{id}/redrive", h.operation("redrive", h.e.Redrive)},
+		{"POST /v1/sagas/{id}/resolve", h.operation("resolve", h.e.Resolve)},
+		{"POST /v1/sagas/{id}/retry", http.HandlerFunc(h.retry)},
+		{"GET /v1/definitions", http.HandlerFunc(h.definitions)},
+		{"GET /healthz", HealthHandler()},
+		{"GET /openapi.json", http.HandlerFunc(openAPI)},
+	}
 }
 
 // jsonMisses answers a request no route takes (an unknown path: 404; a known path with another
@@ -164,48 +200,120 @@ func (h *handler) start(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := engine.Filter{Definition: q.Get("definition"), Status: q.Get("status"), BusinessKey: q.Get("business_key"), Before: q.Get("before")}
-	if err := engine.CheckBusinessKey(f.BusinessKey); err != nil {
-		h.fail(w, r, fmt.Errorf("query parameter business_key: %w", err))
+	f, err := selection(q)
+	if err == nil {
+		err = paging(q, &f)
+	}
+	if err != nil {
+		h.fail(w, r, err)
 		return
 	}
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > 1000 {
-			h.fail(w, r, badRequest(fmt.Sprintf("query parameter limit=%q: want an integer in 1..1000", s)))
-			return
-		}
-		f.Limit = n
-	}
-	if s := q.Get("needs_attention"); s != "" {
-		b, err := strconv.ParseBool(s)
-		if err != nil {
-			h.fail(w, r, badRequest(fmt.Sprintf("query parameter needs_attention=%q: want true or false", s)))
-			return
-		}
-		f.NeedsAttention = b
-	}
-	if f.Status != "" && !validStatus(f.Status) {
-		h.fail(w, r, badRequest(fmt.Sprintf("query parameter status=%q: want running, compensating, completed, compensated or failed", f.Status)))
-		return
-	}
-	sagas, err := h.e.List(r.Context(), f)
+	sagas, err := h.e.Summaries(r.Context(), f)
 	if err != nil {
 		h.fail(w, r, err)
 		return
 	}
 	resp := ListResponse{Sagas: sagas}
 	if resp.Sagas == nil {
-		resp.Sagas = []engine.Instance{}
+		resp.Sagas = []engine.Summary{}
 	}
-	limit := f.Limit
-	if limit == 0 {
-		limit = 100
-	}
-	if len(sagas) == limit {
+	if len(sagas) == f.Limit {
 		resp.Next = sagas[len(sagas)-1].ID
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+func (h *handler) counts(w http.ResponseWriter, r *http.Request) {
+	f, err := selection(r.URL.Query())
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	counts, err := h.e.CountByStatus(r.Context(), f)
+	if err != nil {
+		h.fail(w, r, err)
+		return
+	}
+	var resp CountsResponse
+	for status, n := range counts {
+		switch status {
+		case saga.StatusRunning:
+			resp.Counts.Running = n
+		case saga.StatusCompensating:
+			resp.Counts.Compensating = n
+		case saga.StatusCompleted:
+			resp.Counts.Completed = n
+		case saga.StatusCompensated:
+			resp.Counts.Compensated = n
+		case saga.StatusFailed:
+			resp.Counts.Failed = n
+		}
+		resp.Total += n
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// selection reads the query parameters that select sagas, shared by the list and the counts:
+// definition, version, business_key, needs_attention, started_after and started_before.
+func selection(q url.Values) (engine.Filter, error) {
+	f := engine.Filter{Definition: q.Get("definition"), BusinessKey: q.Get("business_key")}
+	if err := engine.CheckBusinessKey(f.BusinessKey); err != nil {
+		return f, fmt.Errorf("query parameter business_key: %w", err)
+	}
+	if s := q.Get("version"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return f, badRequest(fmt.Sprintf("query parameter version=%q: want a definition version (an integer >= 1)", s))
+		}
+		f.Version = n
+	}
+	if s := q.Get("needs_attention"); s != "" {
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return f, badRequest(fmt.Sprintf("query parameter needs_attention=%q: want true or false", s))
+		}
+		f.NeedsAttention = b
+	}
+	var err error
+	if f.StartedAfter, err = parseTime(q, "started_after"); err != nil {
+		return f, err
+	}
+	if f.StartedBefore, err = parseTime(q, "started_before"); err != nil {
+		return f, err
+	}
+	if !f.StartedAfter.IsZero() && !f.StartedBefore.IsZero() && !f.StartedAfter.Before(f.StartedBefore) {
+		return f, badRequest(fmt.Sprintf("query parameters started_after=%q and started_before=%q: started_after must be earlier", q.Get("started_after"), q.Get("started_before")))
+	}
+	return f, nil
+}
+
+// paging reads the list's own query parameters into f: status, limit and the before cursor.
+func paging(q url.Values, f *engine.Filter) error {
+	f.Status, f.Before, f.Limit = q.Get("status"), q.Get("before"), DefaultListLimit
+	if f.Status != "" && !validStatus(f.Status) {
+		return badRequest(fmt.Sprintf("query parameter status=%q: want running, compensating, completed, compensated or failed", f.Status))
+	}
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxListLimit {
+			return badRequest(fmt.Sprintf("query parameter limit=%q: want an integer in 1..%d", s, MaxListLimit))
+		}
+		f.Limit = n
+	}
+	return nil
+}
+
+// parseTime reads the RFC 3339 time of query parameter name; absent is the zero time.
+func parseTime(q url.Values, name string) (time.Time, error) {
+	s := q.Get(name)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, badRequest(fmt.Sprintf("query parameter %s=%q: want an RFC 3339 time such as 2026-11-29T08:00:00Z", name, s))
+	}
+	return t, nil
 }
 
 func validStatus(s string) bool {

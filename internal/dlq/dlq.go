@@ -226,7 +226,9 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 	if err != nil {
 		return fmt.Errorf("dlq: stream %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 	}
-	last := st.CachedInfo().State.LastSeq
+	state := st.CachedInfo().State
+	last := state.LastSeq
+	batchSize := fetchBatch(state.Bytes, state.Msgs)
 	if p.Before > 0 && p.Before-1 < last {
 		last = p.Before - 1
 	}
@@ -261,7 +263,7 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 	reason := strings.ToLower(p.Reason)
 	done := pending == 0
 	for !done {
-		batch, err := cons.FetchNoWait(int(min(pending, 256)))
+		batch, err := cons.FetchNoWait(int(min(pending, batchSize)))
 		if err != nil {
 			return fmt.Errorf("dlq: read %s: %w", q.ns.Stream(bus.StreamDLQ), err)
 		}
@@ -299,6 +301,19 @@ func (q *Queue) scan(ctx context.Context, p ListParams, visit func(Message) bool
 		}
 	}
 	return nil
+}
+
+// fetchBytes is what one fetch of scan should hold in memory: a listing keeps only previews, so
+// reading a stream of 1 MB messages must not pull hundreds of them into memory at once.
+const fetchBytes = 4 << 20
+
+// fetchBatch is how many messages scan fetches at once: as many as fit in fetchBytes at the
+// stream's average message size, between 1 and 256.
+func fetchBatch(bytes, msgs uint64) uint64 {
+	if msgs == 0 || bytes == 0 {
+		return 256
+	}
+	return min(max(fetchBytes/(bytes/msgs+1), 1), 256)
 }
 
 // toMessage reads a stored dead letter.
