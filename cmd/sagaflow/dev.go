@@ -29,6 +29,7 @@ import (
 
 type devFlags struct {
 	data, httpAddr, example, defsDir, logLevel string
+	traceURL                                   string
 	natsPort                                   int
 	orders, concurrency                        int
 	declineRate, shippingRate, stockRate       float64
@@ -73,7 +74,7 @@ DATA/example-order.`,
 			if err := l.UnmarshalText([]byte(f.logLevel)); err != nil {
 				errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel))
 			}
-			errs = append(errs, f.trace.check())
+			errs = append(errs, f.trace.check(), checkTraceURL(f.traceURL))
 			if err := errors.Join(errs...); err != nil {
 				return usageError{err}
 			}
@@ -82,7 +83,8 @@ DATA/example-order.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd, f) },
 	}
 	c.Flags().StringVar(&f.data, "data", ".sagaflow", "directory of the SQLite databases and the NATS store")
-	c.Flags().StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API; empty to serve none")
+	c.Flags().StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API and the web console (/ui/); empty to serve none")
+	c.Flags().StringVar(&f.traceURL, "trace-url", "", consoleTraceURLUsage)
 	c.Flags().IntVar(&f.natsPort, "nats-port", 0, "port of the embedded NATS server on 127.0.0.1 (0: a free port)")
 	c.Flags().StringVar(&f.defsDir, "definitions", "", "directory of definition files to run")
 	c.Flags().StringVar(&f.example, "example", "", "run an example system: order")
@@ -177,7 +179,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- stack.Run(ctx) }()
-	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s (metrics at /metrics), data %s\n", ns.ClientURL(), stack.Addr(), dir)
+	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s (metrics at /metrics, console at /ui/), data %s\n", ns.ClientURL(), stack.Addr(), dir)
 
 	report, err := driver.Run(ctx, driver.Config{
 		Orders: f.orders, Concurrency: f.concurrency, Starter: stack.Starter(), DBs: stack.DriverDBs(),
@@ -221,13 +223,13 @@ func runDevServer(ctx context.Context, f devFlags, orch orderstack.DB, nc *nats.
 		}
 	}
 	node, err := server.New(ctx, server.Config{
-		DB: orch.DB, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, Logger: logger,
+		DB: orch.DB, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, TraceURL: f.traceURL, Logger: logger,
 		TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter, MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s, %d definition(s), data %s (Ctrl-C to stop)\n",
-		natsURL, node.Addr(), len(reg.List()), f.data)
+	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s, console http://%s/ui/, %d definition(s), data %s (Ctrl-C to stop)\n",
+		natsURL, node.Addr(), node.Addr(), len(reg.List()), f.data)
 	return node.Run(ctx)
 }

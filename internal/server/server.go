@@ -1,6 +1,6 @@
 // Package server wires Sagaflow's components into running processes: an orchestrator node (the
-// engine, the outbox relay of its database and the HTTP API, with the dead-letter routes over its
-// JetStream) and a participant node (a service's
+// engine, the outbox relay of its database, and the HTTP API, with the dead-letter routes over its
+// JetStream and the web console under /ui/) and a participant node (a service's
 // participant and the relay of the service's database). "sagaflow serve", "sagaflow dev" and the
 // end-to-end tests all run these, so what the tests prove is what ships.
 package server
@@ -28,6 +28,7 @@ import (
 	"github.com/sagaflow/sagaflow/engine"
 	"github.com/sagaflow/sagaflow/engine/httpapi"
 	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/console"
 	"github.com/sagaflow/sagaflow/internal/dlq"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/participant"
@@ -57,6 +58,9 @@ type Config struct {
 	// TLS, when set, serves the API over TLS with it (its Certificates, and ClientCAs with
 	// ClientAuth for mutual TLS); nil: plain HTTP.
 	TLS *tls.Config
+	// TraceURL links a saga's page in the web console to its trace: a URL with {trace_id} in it
+	// ("http://jaeger:16686/trace/{trace_id}"); empty: the console shows the trace id only.
+	TraceURL string
 	// HTTPLimits bounds the API's connections (timeouts, header size); zero: the defaults.
 	HTTPLimits HTTPLimits
 	// Streams configures the JetStream streams, created or updated at start. Its Namespace is the
@@ -86,6 +90,8 @@ type Node struct {
 	js     jetstream.JetStream
 	relay  *outbox.Relay
 	engine *engine.Engine
+	dlq    *dlq.Queue
+	ui     *console.Console
 	ln     net.Listener
 }
 
@@ -138,6 +144,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	if cfg.HTTPAddr != "" {
+		n.dlq = dlq.New(js, dlq.Config{Namespace: cfg.Streams.Namespace, Logger: cfg.Logger})
+		n.ui, err = console.New(console.Config{Engine: n.engine, Definitions: cfg.Definitions, DLQ: n.dlq, Auth: cfg.Auth,
+			TraceURL: cfg.TraceURL, Logger: cfg.Logger})
+		if err != nil {
+			n.close()
+			return nil, err
+		}
 		if n.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
 			n.close()
 			return nil, fmt.Errorf("http api: listen on %s: %w", cfg.HTTPAddr, err)
@@ -200,10 +213,15 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		mux.Handle("GET /readyz", httpapi.ReadyHandler(ReadyChecks(n.cfg.DB, n.cfg.NATS, n.js)...))
 		mux.Handle("/", httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger))
-		dlqAPI := httpapi.DLQHandler(dlq.New(n.js, dlq.Config{Namespace: n.cfg.Streams.Namespace, Logger: n.cfg.Logger}), n.cfg.Logger)
+		dlqAPI := httpapi.DLQHandler(n.dlq, n.cfg.Logger)
 		mux.Handle("/v1/dlq", dlqAPI)
 		mux.Handle("/v1/dlq/", dlqAPI)
-		srv := NewHTTPServer(n.cfg.Auth.Middleware(mux), n.cfg.HTTPLimits)
+		// The console signs browsers in with the API's tokens (a cookie, not a bearer header), so it
+		// sits beside the API's authentication, not behind it.
+		root := http.NewServeMux()
+		root.Handle(console.Prefix, n.ui)
+		root.Handle("/", n.cfg.Auth.Middleware(mux))
+		srv := NewHTTPServer(root, n.cfg.HTTPLimits)
 		ln := n.ln
 		if n.cfg.TLS != nil {
 			srv.TLSConfig = n.cfg.TLS
