@@ -138,7 +138,7 @@ func (c *Console) changeDeadLetter(w http.ResponseWriter, r *http.Request, u *us
 		return
 	}
 	_, err = change()
-	c.audit(r, u, "dlq_"+op, reason, err, slog.Uint64("seq", seq))
+	c.audit(r, u, "dlq_"+op, reason, err, slog.Any("seqs", []uint64{seq}), slog.Bool("dry_run", false))
 	if err != nil {
 		c.fail(w, r, u, fmt.Errorf("%s dead letter %d: %w", op, seq, err))
 		return
