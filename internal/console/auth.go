@@ -168,8 +168,6 @@ func safeNext(next string) string {
 	return u.RequestURI()
 }
 
-func urlQueryEscape(s string) string { return url.QueryEscape(s) }
-
 // audit writes the one audit line of an action, in the API's shape (see httpapi): who, what, on
 // which saga or dead letter, why, from where, and how it ended.
 func (c *Console) audit(r *http.Request, u *user, action, reason string, err error, target ...slog.Attr) {

@@ -318,8 +318,9 @@ func TestBrowser(t *testing.T) {
 	)
 	require.Equal(t, "running", eval[string](t, b, `document.getElementById("saga-status").textContent`))
 	require.True(t, eval[bool](t, b, `document.getElementById("reason-cancel").required`), "a reason is required")
+	do(t, b, chromedp.SendKeys(chromedp.CSS("#reason-cancel"), "customer called to cancel"))
+	screenshot(t, b, "saga-cancel", false)
 	do(t, b,
-		chromedp.SendKeys(chromedp.CSS("#reason-cancel"), "customer called to cancel"),
 		chromedp.Click(chromedp.CSS(`details[data-action="cancel"] button[type=submit]`)),
 		chromedp.WaitVisible(chromedp.CSS("p.flash")),
 	)

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/sagaflow/sagaflow/definitions"
@@ -152,7 +153,7 @@ func (c *Console) page(fn func(r *http.Request, u *user) (string, view, error)) 
 	return func(w http.ResponseWriter, r *http.Request) {
 		u, ok := c.user(w, r)
 		if !ok {
-			http.Redirect(w, r, "/ui/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			http.Redirect(w, r, "/ui/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
 			return
 		}
 		name, v, err := fn(r, u)

@@ -238,7 +238,8 @@ func (c *Console) saga(r *http.Request, u *user) (string, view, error) {
 	if len(hist) == HistoryPerPage {
 		v.HistoryNext = fmt.Sprintf("/ui/sagas/%s?after=%d#history", url.PathEscape(id), hist[len(hist)-1].Seq)
 	}
-	def, defErr := c.cfg.Definitions.Get(inst.Definition, inst.Version)
+	// A version no longer registered still shows what the instance stores: timeline takes a nil def.
+	def, _ := c.cfg.Definitions.Get(inst.Definition, inst.Version)
 	v.Steps, v.Compensations = timeline(inst, def)
 	if inst.Step >= 0 && inst.Step < len(inst.Steps) {
 		v.CurrentStep = inst.Steps[inst.Step].Name
@@ -254,7 +255,6 @@ func (c *Console) saga(r *http.Request, u *user) (string, view, error) {
 			v.CanRetry, v.RetryStep = true, inst.Steps[inst.Step].Name
 		}
 	}
-	_ = defErr // a version no longer registered still shows what the instance stores
 	return "saga", view{Title: "Saga " + printable(inst.BusinessKey), Nav: "sagas", Content: v}, nil
 }
 

@@ -60,7 +60,7 @@
   }
 
   function poll() {
-    fetch(window.location.href, { credentials: "same-origin", cache: "no-store", headers: { "X-Sagaflow-Live": "1" } })
+    fetch(window.location.href, { credentials: "same-origin", cache: "no-store" })
       .then(function (resp) {
         if (resp.redirected || !resp.ok) {
           throw new Error("status " + resp.status);
