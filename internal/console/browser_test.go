@@ -260,7 +260,8 @@ func signIn(t *testing.T, ctx context.Context, base, token string) {
 // TestBrowser drives the console in headless Chromium against a running node: an operator
 // searches an order by its key, opens it and sees its steps and its compensations in order,
 // cancels a running saga and sees it compensate without reloading the page; a viewer sees no
-// cancel button and a forged POST is refused.
+// cancel button and a forged POST is refused. Along the way it visits the definitions and the
+// dead letters, purging one and replaying another.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
 	s := setupStack(t)
@@ -367,6 +368,17 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("p.flash")),
 	)
 	require.Equal(t, 1, eval[int](t, b, `document.querySelectorAll("table.list tbody tr").length`), "purged")
+	// Replay the other: it leaves the queue (the courier, still down, may dead-letter it again, under a new sequence).
+	seq := eval[string](t, b, `document.querySelector("table.list tbody a").textContent`)
+	do(t, b,
+		chromedp.Click(chromedp.CSS("table.list tbody a")),
+		chromedp.WaitVisible(chromedp.CSS(`details[data-action="replay"] summary`)),
+		chromedp.Click(chromedp.CSS(`details[data-action="replay"] summary`)),
+		chromedp.SendKeys(chromedp.CSS("#reason-replay"), "courier API is back"),
+		chromedp.Click(chromedp.CSS(`details[data-action="replay"] button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS("p.flash")),
+	)
+	require.True(t, eval[bool](t, b, `document.querySelector('a[href="/ui/dlq/`+seq+`"]') === null`), "dead letter %s replayed", seq)
 
 	do(t, b, chromedp.EmulateViewport(390, 844), chromedp.Navigate(s.url+"/ui/sagas"), chromedp.WaitVisible(chromedp.CSS("form.filters")))
 	require.LessOrEqual(t, eval[int](t, b, `document.documentElement.scrollWidth`), 390, "no horizontal scrolling on a narrow screen")
