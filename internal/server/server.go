@@ -50,10 +50,12 @@ type Config struct {
 	Orchestrator bool
 	// Relay runs the outbox relay of DB in this process.
 	Relay bool
-	// HTTPAddr is where the API listens ("127.0.0.1:8080"); empty: no API.
+	// HTTPAddr is where the API and the web console (/ui/, internal/console) listen
+	// ("127.0.0.1:8080"); empty: neither.
 	HTTPAddr string
-	// Auth, when set, requires a bearer token on the API (not on /healthz, /readyz and /metrics)
-	// and records the token's name as the actor; nil: no authentication.
+	// Auth, when set, requires a bearer token on the API (not on /healthz, /readyz and /metrics),
+	// and a sign-in with one of the same tokens on the web console (/ui/), and records the token's
+	// name as the actor; nil: no authentication.
 	Auth *httpapi.Auth
 	// TLS, when set, serves the API over TLS with it (its Certificates, and ClientCAs with
 	// ClientAuth for mutual TLS); nil: plain HTTP.
