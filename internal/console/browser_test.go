@@ -361,6 +361,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`details[data-action="purge"] summary`)),
 	)
 	require.Contains(t, eval[string](t, b, `document.querySelector(".error-box").textContent`), "courier API unreachable")
+	screenshot(t, b, "dead-letter", false)
 	do(t, b,
 		chromedp.Click(chromedp.CSS(`details[data-action="purge"] summary`)),
 		chromedp.SendKeys(chromedp.CSS("#reason-purge"), "the saga was cancelled"),
