@@ -264,6 +264,7 @@ func signIn(t *testing.T, ctx context.Context, base, token string) {
 // dead letters, purging one and replaying another.
 func TestBrowser(t *testing.T) {
 	t.Parallel()
+	chromiumPath(t) // before the stack: a missing browser fails at once
 	s := setupStack(t)
 	ctx := t.Context()
 	eng := s.node.Engine()
