@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -56,7 +58,7 @@ func setupStack(t *testing.T) *stack {
 	t.Helper()
 	ctx := t.Context()
 	db := pgtest.New(t)
-	db.SetMaxOpenConns(6)
+	db.SetMaxOpenConns(4)
 	require.NoError(t, engine.Migrate(ctx, db))
 	reg := definitions.NewRegistry()
 	once := saga.RetryPolicy{MaxAttempts: 1}
@@ -78,6 +80,7 @@ func setupStack(t *testing.T) *stack {
 	node, err := server.New(ctx, server.Config{
 		DB: db, NATS: ns.Connect(t), Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: "127.0.0.1:0",
 		Auth: testAuth(t), TraceURL: "http://jaeger.test:16686/trace/{trace_id}",
+		Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	require.NoError(t, err)
 	run(t, node.Run)
@@ -140,7 +143,13 @@ func run(t *testing.T, fn func(context.Context) error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
-	go func() { done <- fn(ctx) }()
+	go func() {
+		err := fn(ctx)
+		if ctx.Err() == nil {
+			t.Errorf("stopped before the test ended: %v", err) // say so now: the browser would only time out
+		}
+		done <- err
+	}()
 	t.Cleanup(func() {
 		cancel()
 		require.NoError(t, <-done)
@@ -246,15 +255,30 @@ func screenshot(t *testing.T, ctx context.Context, name string, full bool) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
 }
 
+// follow goes where the first link sel matches leads. (Clicking it would race with a live update
+// swapping the link for its fresh copy.)
+func follow(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	href := eval[string](t, ctx, `document.querySelector(`+strconv.Quote(sel)+`).href`)
+	do(t, ctx, chromedp.Navigate(href))
+}
+
+// submit clicks a form's button sel and waits until the page the form leads to satisfies the
+// JavaScript predicate loaded (which the page with the form must not).
+func submit(t *testing.T, ctx context.Context, sel, loaded string) {
+	t.Helper()
+	do(t, ctx, chromedp.Click(chromedp.CSS(sel)))
+	until(t, ctx, "the page after "+sel, `document.readyState === "complete" && (`+loaded+`)`)
+}
+
 func signIn(t *testing.T, ctx context.Context, base, token string) {
 	t.Helper()
 	do(t, ctx,
 		chromedp.Navigate(base+"/ui/sagas"),
 		chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.SendKeys(chromedp.CSS("#token"), token),
-		chromedp.Click(chromedp.CSS("main form button[type=submit]")),
-		chromedp.WaitVisible(chromedp.CSS("form.filters")),
 	)
+	submit(t, ctx, "main form button[type=submit]", `document.querySelector("form.filters") !== null`)
 }
 
 // TestBrowser drives the console in headless Chromium against a running node: an operator
@@ -300,7 +324,8 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS("form.filters button[type=submit]")),
 	)
 	until(t, b, "the search shows one saga", `location.search.includes("key=order-fail-1002") && document.querySelectorAll("table.list tbody tr").length === 1`)
-	do(t, b, chromedp.Click(chromedp.CSS("table.list tbody a")), chromedp.WaitVisible(chromedp.CSS("#steps")))
+	follow(t, b, "table.list tbody a")
+	until(t, b, "the saga's page", `document.querySelector("#steps") !== null`)
 	require.Equal(t, "compensated", eval[string](t, b, `document.getElementById("saga-status").textContent`))
 	require.Equal(t, []string{"reserve-stock: compensated", "charge-card: compensated", "book-courier: failed"},
 		eval[[]string](t, b, `[...document.querySelectorAll("#steps > li")].map(li => li.dataset.step + ": " + li.querySelector(".status").textContent)`))
@@ -312,20 +337,16 @@ func TestBrowser(t *testing.T) {
 
 	// Cancel the running saga: the confirmation needs a reason; then the page follows the
 	// compensation live, without a reload (the marker set on the page survives).
-	do(t, b,
-		chromedp.Navigate(s.url+"/ui/sagas/"+hang),
-		chromedp.WaitVisible(chromedp.CSS(`details[data-action="cancel"] summary`)),
-		chromedp.Click(chromedp.CSS(`details[data-action="cancel"] summary`)),
-		chromedp.WaitVisible(chromedp.CSS("#reason-cancel")),
-	)
+	// (The actions are in a live region: the summary is clicked by script, in one step.)
+	do(t, b, chromedp.Navigate(s.url+"/ui/sagas/"+hang))
+	until(t, b, "the cancel button", `document.querySelector('details[data-action="cancel"] summary') !== null`)
+	eval[bool](t, b, `document.querySelector('details[data-action="cancel"] summary').click(); true`)
+	until(t, b, "the cancel form opens", `document.querySelector('details[data-action="cancel"]').open`)
 	require.Equal(t, "running", eval[string](t, b, `document.getElementById("saga-status").textContent`))
 	require.True(t, eval[bool](t, b, `document.getElementById("reason-cancel").required`), "a reason is required")
 	do(t, b, chromedp.SendKeys(chromedp.CSS("#reason-cancel"), "customer called to cancel"))
 	screenshot(t, b, "saga-cancel", false)
-	do(t, b,
-		chromedp.Click(chromedp.CSS(`details[data-action="cancel"] button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS("p.flash")),
-	)
+	submit(t, b, `details[data-action="cancel"] button[type=submit]`, `document.querySelector("p.flash") !== null`)
 	require.Equal(t, "compensating", eval[string](t, b, `document.getElementById("saga-status").textContent`),
 		"stock's release waits for the gate")
 	eval[bool](t, b, `window.sagaflowTestMarker = "same page"; true`)
@@ -349,7 +370,8 @@ func TestBrowser(t *testing.T) {
 	require.Equal(t, "olga", actor, "the operator's token name is recorded")
 
 	// The other pages.
-	do(t, b, chromedp.Navigate(s.url+"/ui/definitions"), chromedp.WaitVisible(chromedp.CSS(".flow")))
+	do(t, b, chromedp.Navigate(s.url+"/ui/definitions"))
+	until(t, b, "the flows", `document.querySelector(".flow") !== null`)
 	require.Equal(t, 7, eval[int](t, b, `document.querySelectorAll(".flow-row.forward .box").length`), "v1's three steps and v2's four")
 	screenshot(t, b, "definitions", false)
 
@@ -357,29 +379,25 @@ func TestBrowser(t *testing.T) {
 	do(t, b, chromedp.Navigate(s.url+"/ui/dlq"), chromedp.WaitVisible(chromedp.CSS("form.filters")))
 	until(t, b, "the dead letters appear", `document.querySelectorAll("table.list tbody tr").length === 2`)
 	screenshot(t, b, "dlq", false)
-	do(t, b,
-		chromedp.Click(chromedp.CSS("table.list tbody tr:last-child a")),
-		chromedp.WaitVisible(chromedp.CSS(`details[data-action="purge"] summary`)),
-	)
+	follow(t, b, "table.list tbody tr:last-child a")
+	do(t, b, chromedp.WaitVisible(chromedp.CSS(`details[data-action="purge"] summary`)))
 	require.Contains(t, eval[string](t, b, `document.querySelector(".error-box").textContent`), "courier API unreachable")
 	screenshot(t, b, "dead-letter", false)
 	do(t, b,
 		chromedp.Click(chromedp.CSS(`details[data-action="purge"] summary`)),
 		chromedp.SendKeys(chromedp.CSS("#reason-purge"), "the saga was cancelled"),
-		chromedp.Click(chromedp.CSS(`details[data-action="purge"] button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS("p.flash")),
 	)
+	submit(t, b, `details[data-action="purge"] button[type=submit]`, `document.querySelector("p.flash") !== null`)
 	require.Equal(t, 1, eval[int](t, b, `document.querySelectorAll("table.list tbody tr").length`), "purged")
 	// Replay the other: it leaves the queue (the courier, still down, may dead-letter it again, under a new sequence).
 	seq := eval[string](t, b, `document.querySelector("table.list tbody a").textContent`)
+	follow(t, b, "table.list tbody a")
 	do(t, b,
-		chromedp.Click(chromedp.CSS("table.list tbody a")),
 		chromedp.WaitVisible(chromedp.CSS(`details[data-action="replay"] summary`)),
 		chromedp.Click(chromedp.CSS(`details[data-action="replay"] summary`)),
 		chromedp.SendKeys(chromedp.CSS("#reason-replay"), "courier API is back"),
-		chromedp.Click(chromedp.CSS(`details[data-action="replay"] button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS("p.flash")),
 	)
+	submit(t, b, `details[data-action="replay"] button[type=submit]`, `document.querySelector("p.flash") !== null`)
 	require.True(t, eval[bool](t, b, `document.querySelector('a[href="/ui/dlq/`+seq+`"]') === null`), "dead letter %s replayed", seq)
 
 	do(t, b, chromedp.EmulateViewport(390, 844), chromedp.Navigate(s.url+"/ui/sagas"), chromedp.WaitVisible(chromedp.CSS("form.filters")))
@@ -389,9 +407,10 @@ func TestBrowser(t *testing.T) {
 
 	// A viewer: no cancel button on a running saga, and a forged POST (with the viewer's own CSRF
 	// token) is refused.
-	do(t, b, chromedp.Click(chromedp.CSS(".who button")), chromedp.WaitVisible(chromedp.CSS("#token")))
+	submit(t, b, ".who button", `document.querySelector("#token") !== null`)
 	signIn(t, b, s.url, viewerToken)
-	do(t, b, chromedp.Navigate(s.url+"/ui/sagas/"+stays), chromedp.WaitVisible(chromedp.CSS("#steps")))
+	do(t, b, chromedp.Navigate(s.url+"/ui/sagas/"+stays))
+	until(t, b, "the saga's page", `document.querySelector("#steps") !== null`)
 	require.Equal(t, "running", eval[string](t, b, `document.getElementById("saga-status").textContent`))
 	require.True(t, eval[bool](t, b, `document.querySelector('details[data-action="cancel"]') === null`), "a viewer sees no cancel button")
 	require.Equal(t, 403, eval[int](t, b, `fetch(location.pathname + "/cancel", {method: "POST",

@@ -55,7 +55,7 @@ type plain struct {
 func setupPlain(t *testing.T, auth *httpapi.Auth) *plain {
 	t.Helper()
 	db := pgtest.New(t)
-	db.SetMaxOpenConns(4)
+	db.SetMaxOpenConns(2)
 	require.NoError(t, engine.Migrate(t.Context(), db))
 	def, err := definitions.New("order", 1).
 		Step("reserve-stock", "stock", "Reserve").Compensation("Release").
