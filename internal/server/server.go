@@ -1,6 +1,6 @@
 // Package server wires Sagaflow's components into running processes: an orchestrator node (the
-// engine, the outbox relay of its database, and the HTTP API, with the dead-letter routes over its
-// JetStream and the web console under /ui/) and a participant node (a service's
+// engine, the outbox relay of its database and the HTTP API, with the dead-letter routes over its
+// JetStream) and a participant node (a service's
 // participant and the relay of the service's database). "sagaflow serve", "sagaflow dev" and the
 // end-to-end tests all run these, so what the tests prove is what ships.
 package server
