@@ -12,6 +12,9 @@
 # (internal/chaos, TestChaos) runs its own cluster, which it crashes on purpose.
 # Arguments, if any, are package patterns to test instead of ./... (all with -race).
 # NATS needs nothing: every test starts its own in-process nats-server with JetStream.
+# The web console's browser test (internal/console) drives headless Chromium: Debian's chromium
+# package is installed (apt-get, with sudo when not root) when /usr/bin/chromium is missing and
+# the packages tested include internal/console; SAGAFLOW_CHROMIUM names another binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,6 +39,22 @@ go run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run --allo
 
 # -race where goroutines meet shared state; the pure packages run without it (faster, and their
 # fuzz/property tests do many iterations).
+# ensure_chromium installs Debian's chromium for the console's browser test, when it is tested.
+ensure_chromium() {
+	if [ -n "${SAGAFLOW_CHROMIUM:-}" ] || [ -x /usr/bin/chromium ]; then
+		return
+	fi
+	if ! go list "${@:-./...}" | grep -q '/internal/console$'; then
+		return
+	fi
+	log "no /usr/bin/chromium: installing Debian's chromium package (the console's browser test)"
+	local sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+}
+ensure_chromium "$@"
+
 log "go test"
 if [ $# -gt 0 ]; then
 	# Packages given on the command line: run just those, all with -race.

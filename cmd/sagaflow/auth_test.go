@@ -7,7 +7,9 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -40,6 +42,30 @@ func TestServeRefusesOpenAPI(t *testing.T) {
 	code, _, stderr := runCLI(t, "serve", "--db", "sqlite:x.db", "--definitions", dir, "--tls-cert", "c.pem")
 	require.Equal(t, exitUsage, code)
 	require.Contains(t, stderr, "--tls-cert and --tls-key: give both or neither")
+	code, _, stderr = runCLI(t, "serve", "--db", "sqlite:x.db", "--definitions", dir, "--trace-url", "http://jaeger:16686/trace/")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, stderr, `--trace-url "http://jaeger:16686/trace/": want a URL with {trace_id} in it`)
+}
+
+// TestServeConsole: serve serves the web console under /ui/ beside the API, without a bearer
+// token (it has its own sign-in), and links a saga to its trace with --trace-url.
+func TestServeConsole(t *testing.T) {
+	t.Parallel()
+	addr, _ := startServe(t, "127.0.0.1", "--trace-url", "http://jaeger.test:16686/trace/{trace_id}")
+	resp, err := http.Post("http://"+addr+"/v1/sagas", "application/json", strings.NewReader(`{"definition":"shop","business_key":"cart-9"}`))
+	require.NoError(t, err)
+	var started httpapi.StartResponse
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&started))
+	require.NoError(t, resp.Body.Close())
+	resp, err = http.Get("http://" + addr + "/ui/sagas/" + started.ID)
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.NoError(t, resp.Body.Close())
+	require.Equal(t, http.StatusOK, resp.StatusCode, string(body))
+	require.Contains(t, string(body), "cart-9")
+	require.Contains(t, string(body), `href="http://jaeger.test:16686/trace/`)
+	require.Contains(t, string(body), "No authentication:")
 }
 
 func TestAuthNewToken(t *testing.T) {

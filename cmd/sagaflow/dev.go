@@ -26,6 +26,7 @@ import (
 
 type devFlags struct {
 	data, httpAddr, example, defsDir, logLevel string
+	traceURL                                   string
 	natsPort                                   int
 	orders, concurrency                        int
 	declineRate, shippingRate, stockRate       float64
@@ -70,7 +71,7 @@ DATA/example-order.`,
 			if err := l.UnmarshalText([]byte(f.logLevel)); err != nil {
 				errs = append(errs, fmt.Errorf("--log-level %q: want debug, info, warn or error", f.logLevel))
 			}
-			errs = append(errs, f.trace.check())
+			errs = append(errs, f.trace.check(), checkTraceURL(f.traceURL))
 			if err := errors.Join(errs...); err != nil {
 				return usageError{err}
 			}
@@ -79,7 +80,8 @@ DATA/example-order.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runDev(cmd, f) },
 	}
 	c.Flags().StringVar(&f.data, "data", ".sagaflow", "directory of the SQLite databases and the NATS store")
-	c.Flags().StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API; empty to serve none")
+	c.Flags().StringVar(&f.httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API and the web console (/ui/); empty to serve none")
+	c.Flags().StringVar(&f.traceURL, "trace-url", "", consoleTraceURLUsage)
 	c.Flags().IntVar(&f.natsPort, "nats-port", 0, "port of the embedded NATS server on 127.0.0.1 (0: a free port)")
 	c.Flags().StringVar(&f.defsDir, "definitions", "", "directory of definition files to run")
 	c.Flags().StringVar(&f.example, "example", "", "run an example system: order")
@@ -151,7 +153,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	}
 
 	example := orderExample{
-		nats: nc, orchestrator: orch, services: map[string]exampleDB{}, httpAddr: f.httpAddr,
+		nats: nc, orchestrator: orch, services: map[string]exampleDB{}, httpAddr: f.httpAddr, traceURL: f.traceURL,
 		opts: services.Options{PaymentDeclineRate: f.declineRate, ShippingFailureRate: f.shippingRate,
 			OutOfStockRate: f.stockRate, Seed: f.seed},
 		logger: logger, tracerProvider: obs.tracerProvider, meterProvider: obs.meter.Meter,
@@ -171,7 +173,7 @@ func runDev(cmd *cobra.Command, f devFlags) error {
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- stack.Run(ctx) }()
-	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s (metrics at /metrics), data %s\n", ns.ClientURL(), stack.Node().Addr(), dir)
+	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s (metrics at /metrics, console at /ui/), data %s\n", ns.ClientURL(), stack.Node().Addr(), dir)
 
 	dcfg := example.driverConfig(stack)
 	dcfg.Orders, dcfg.Concurrency, dcfg.Progress, dcfg.Seed = f.orders, f.concurrency, stderr, f.seed
@@ -214,13 +216,13 @@ func runDevServer(ctx context.Context, f devFlags, orch exampleDB, nc *nats.Conn
 		}
 	}
 	node, err := server.New(ctx, server.Config{
-		DB: orch.db, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, Logger: logger,
+		DB: orch.db, NATS: nc, Definitions: reg, Orchestrator: true, Relay: true, HTTPAddr: f.httpAddr, TraceURL: f.traceURL, Logger: logger,
 		TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter, MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s, %d definition(s), data %s (Ctrl-C to stop)\n",
-		natsURL, node.Addr(), len(reg.List()), f.data)
+	fmt.Fprintf(stderr, "sagaflow dev: NATS %s, API http://%s, console http://%s/ui/, %d definition(s), data %s (Ctrl-C to stop)\n",
+		natsURL, node.Addr(), node.Addr(), len(reg.List()), f.data)
 	return node.Run(ctx)
 }

@@ -40,6 +40,8 @@ type orderExample struct {
 	services map[string]exampleDB
 	opts     services.Options
 	httpAddr string
+	// traceURL is the console's trace link template (server.Config.TraceURL).
+	traceURL string
 	// tracerProvider returns the tracer provider of a service (orchestratorService for the
 	// orchestrator node); nil: the global provider.
 	tracerProvider func(service string) trace.TracerProvider
@@ -63,7 +65,7 @@ func (x orderExample) newStack(ctx context.Context) (*server.Stack, error) {
 	}
 	cfg := server.StackConfig{Orchestrator: server.Config{
 		DB: x.orchestrator.db, ListenDSN: x.orchestrator.listenDSN, NATS: x.nats, Definitions: reg,
-		Orchestrator: true, Relay: true, HTTPAddr: x.httpAddr,
+		Orchestrator: true, Relay: true, HTTPAddr: x.httpAddr, TraceURL: x.traceURL,
 		TracerProvider: x.tracer(orchestratorService), MeterProvider: x.meterProvider,
 		MetricsHandler: x.metricsHandler, Logger: x.logger,
 	}}

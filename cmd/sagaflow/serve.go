@@ -132,7 +132,7 @@ func openDB(ctx context.Context, url string, maxConns int) (*sqlx.DB, error) {
 
 func newServeCmd() *cobra.Command {
 	var f serverFlags
-	var defsDir, httpAddr string
+	var defsDir, httpAddr, traceURL string
 	var relay, migrate bool
 	var streams bus.StreamsConfig
 	var replyBatch int
@@ -162,7 +162,7 @@ environment variable.`,
 			if err := sec.check(httpAddr); err != nil {
 				return usageError{err}
 			}
-			return nil
+			return checkTraceURL(traceURL)
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -209,7 +209,7 @@ environment variable.`,
 			streams.Namespace = bus.Namespace(f.namespace)
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
-				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Auth: apiAuth, TLS: apiTLS, Streams: streams,
+				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Auth: apiAuth, TLS: apiTLS, Streams: streams, TraceURL: traceURL,
 				Engine: engine.Config{ReplyBatch: replyBatch, Retention: retention, InboxRetention: inboxRetention}, Logger: logger,
 				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
 				MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
@@ -233,7 +233,8 @@ environment variable.`,
 	}
 	f.register(c, true)
 	c.Flags().StringVar(&defsDir, "definitions", "", "directory of definition files (*.yaml, *.yml, *.json) (required)")
-	c.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API; empty to serve none")
+	c.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8080", "address of the HTTP API and the web console (/ui/); empty to serve none")
+	c.Flags().StringVar(&traceURL, "trace-url", "", consoleTraceURLUsage)
 	c.Flags().BoolVar(&relay, "relay", true, "relay the outbox to JetStream in this process (or run sagaflow relay)")
 	c.Flags().BoolVar(&migrate, "migrate", true, "apply database migrations at start; false: only check they are applied (for a role without DDL rights, see docs/security.md)")
 	c.Flags().IntVar(&streams.Replicas, "stream-replicas", 1, "replicas of each JetStream stream (3 on a NATS cluster)")
@@ -245,6 +246,17 @@ environment variable.`,
 	tf.register(c, telemetry.TracesAuto, false)
 	bindEnv(c)
 	return c
+}
+
+// consoleTraceURLUsage is the help of serve's and dev's --trace-url.
+const consoleTraceURLUsage = "link of a saga's trace in the web console: your tracing UI's URL with {trace_id} in it, e.g. http://jaeger:16686/trace/{trace_id}; empty: the trace id only"
+
+// checkTraceURL refuses a --trace-url without {trace_id}: every link would point at the same page.
+func checkTraceURL(u string) error {
+	if u != "" && !strings.Contains(u, "{trace_id}") {
+		return usageError{fmt.Errorf("--trace-url %q: want a URL with {trace_id} in it, e.g. http://jaeger:16686/trace/{trace_id}", u)}
+	}
+	return nil
 }
 
 func newRelayCmd() *cobra.Command {

@@ -27,6 +27,10 @@ const (
 	RoleAdmin    Role = "admin"
 )
 
+// Allows reports whether a holder of role r may do what needs role need (an admin may do what an
+// operator may, an operator what a viewer may). An unknown role allows nothing.
+func (r Role) Allows(need Role) bool { return r.rank() > 0 && r.rank() >= need.rank() }
+
 func (r Role) rank() int {
 	switch r {
 	case RoleViewer:
@@ -144,9 +148,11 @@ func PrincipalFrom(ctx context.Context) (Principal, bool) {
 	return p, ok
 }
 
-// check returns the credential of token, comparing its hash with every credential's in constant
-// time (the loop does not stop at a match, so the time says nothing about which one matched).
-func (a *Auth) check(token string) (Principal, bool) {
+// Check returns the principal of token and true, or false when no credential has it. It compares
+// the token's hash with every credential's in constant time (the loop does not stop at a match, so
+// the time says nothing about which one matched). The API's Middleware and the web console's
+// sign-in (internal/console) both check tokens with it.
+func (a *Auth) Check(token string) (Principal, bool) {
 	h := sha256.Sum256([]byte(token))
 	var found Principal
 	ok := 0
@@ -178,7 +184,7 @@ func (a *Auth) Middleware(next http.Handler) http.Handler {
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		token = strings.TrimSpace(token)
-		p, known := a.check(token)
+		p, known := a.Check(token)
 		if !ok || token == "" || !known {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="sagaflow"`)
 			writeJSON(w, http.StatusUnauthorized, Error{Message: "authentication required: send Authorization: Bearer <token>", Code: "unauthorized"})

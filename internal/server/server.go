@@ -29,6 +29,7 @@ import (
 	"github.com/sagaflow/sagaflow/engine"
 	"github.com/sagaflow/sagaflow/engine/httpapi"
 	"github.com/sagaflow/sagaflow/internal/bus"
+	"github.com/sagaflow/sagaflow/internal/console"
 	"github.com/sagaflow/sagaflow/internal/dlq"
 	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/participant"
@@ -50,14 +51,19 @@ type Config struct {
 	Orchestrator bool
 	// Relay runs the outbox relay of DB in this process.
 	Relay bool
-	// HTTPAddr is where the API listens ("127.0.0.1:8080"); empty: no API.
+	// HTTPAddr is where the API and the web console (/ui/, internal/console) listen
+	// ("127.0.0.1:8080"); empty: neither.
 	HTTPAddr string
-	// Auth, when set, requires a bearer token on the API (not on /healthz, /readyz and /metrics)
-	// and records the token's name as the actor; nil: no authentication.
+	// Auth, when set, requires a bearer token on the API (not on /healthz, /readyz and /metrics),
+	// and a sign-in with one of the same tokens on the web console (/ui/), and records the token's
+	// name as the actor; nil: no authentication.
 	Auth *httpapi.Auth
 	// TLS, when set, serves the API over TLS with it (its Certificates, and ClientCAs with
 	// ClientAuth for mutual TLS); nil: plain HTTP.
 	TLS *tls.Config
+	// TraceURL links a saga's page in the web console to its trace: a URL with {trace_id} in it
+	// ("http://jaeger:16686/trace/{trace_id}"); empty: the console shows the trace id only.
+	TraceURL string
 	// HTTPLimits bounds the API's connections (timeouts, header size); zero: the defaults.
 	HTTPLimits HTTPLimits
 	// Streams configures the JetStream streams, created or updated at start. Its Namespace is the
@@ -87,6 +93,8 @@ type Node struct {
 	js     jetstream.JetStream
 	relay  *outbox.Relay
 	engine *engine.Engine
+	dlq    *dlq.Queue
+	ui     *console.Console
 	ln     net.Listener
 }
 
@@ -139,6 +147,13 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	if cfg.HTTPAddr != "" {
+		n.dlq = dlq.New(js, dlq.Config{Namespace: cfg.Streams.Namespace, Logger: cfg.Logger})
+		n.ui, err = console.New(console.Config{Engine: n.engine, Definitions: cfg.Definitions, DLQ: n.dlq, Auth: cfg.Auth,
+			TraceURL: cfg.TraceURL, Logger: cfg.Logger})
+		if err != nil {
+			n.close()
+			return nil, err
+		}
 		if n.ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", cfg.HTTPAddr); err != nil {
 			n.close()
 			return nil, fmt.Errorf("http api: listen on %s: %w", cfg.HTTPAddr, err)
@@ -201,10 +216,15 @@ func (n *Node) Run(ctx context.Context) error {
 		}
 		mux.Handle("GET /readyz", httpapi.ReadyHandler(ReadyChecks(n.cfg.DB, n.cfg.NATS, n.js)...))
 		mux.Handle("/", httpapi.NewHandler(n.engine, n.cfg.Definitions, n.cfg.Logger))
-		dlqAPI := httpapi.DLQHandler(dlq.New(n.js, dlq.Config{Namespace: n.cfg.Streams.Namespace, Logger: n.cfg.Logger}), n.cfg.Logger)
+		dlqAPI := httpapi.DLQHandler(n.dlq, n.cfg.Logger)
 		mux.Handle("/v1/dlq", dlqAPI)
 		mux.Handle("/v1/dlq/", dlqAPI)
-		srv := NewHTTPServer(n.cfg.Auth.Middleware(mux), n.cfg.HTTPLimits)
+		// The console signs browsers in with the API's tokens (a cookie, not a bearer header), so it
+		// sits beside the API's authentication, not behind it.
+		root := http.NewServeMux()
+		root.Handle(console.Prefix, n.ui)
+		root.Handle("/", n.cfg.Auth.Middleware(mux))
+		srv := NewHTTPServer(root, n.cfg.HTTPLimits)
 		ln := n.ln
 		if n.cfg.TLS != nil {
 			srv.TLSConfig = n.cfg.TLS
