@@ -229,13 +229,13 @@ func (r *soakRun) setUp(ctx context.Context) error {
 	if err := os.WriteFile(filepath.Join(defs, "order-fulfilment.yaml"), order.DefinitionYAML(), 0o600); err != nil {
 		return err
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := freeAddr(ctx)
 	if err != nil {
 		return err
 	}
 	r.onClose(r.stopProcs) // registered before the first start: a half-started system is stopped
 	retention := r.cfg.retention.String()
-	serve, err := startProc("serve", dir, self, []string{"serve", "--db", r.dsn("orchestrator"), "--nats", natsURL,
+	serve, err := startProc(ctx, "serve", dir, self, []string{"serve", "--db", r.dsn("orchestrator"), "--nats", natsURL,
 		"--namespace", string(r.namespace), "--definitions", defs, "--http", httpAddr, "--trace", "none",
 		"--log-format", "text", "--log-level", "warn", "--retention", retention, "--inbox-retention", retention,
 		"--max-deliver", strconv.Itoa(r.cfg.maxDeliver)}, r.deaths)
@@ -252,7 +252,7 @@ func (r *soakRun) setUp(ctx context.Context) error {
 		if svc == "payment" {
 			args = append(args, "--payment-decline-rate", strconv.FormatFloat(r.cfg.declineRate, 'f', -1, 64))
 		}
-		p, err := startProc(svc, dir, serviceBin, args, r.deaths)
+		p, err := startProc(ctx, svc, dir, serviceBin, args, r.deaths)
 		if err != nil {
 			return err
 		}
@@ -326,7 +326,7 @@ func (r *soakRun) run(ctx context.Context, stdout io.Writer) error {
 	go func() {
 		select {
 		case p := <-r.deaths:
-			cancel(fmt.Errorf("%w: %s (pid %d) exited (%v); its log %s ends:\n%s", errProcessDied, p.name, p.pid(), p.err, p.logPath, p.logTail()))
+			cancel(fmt.Errorf("%w: %s (pid %d) exited (%s); its log %s ends:\n%s", errProcessDied, p.name, p.pid(), p.exitStatus(), p.logPath, p.logTail()))
 		case <-ctx.Done():
 		}
 	}()
@@ -459,7 +459,7 @@ func (r *soakRun) report(w io.Writer, t *soakTracker, series *soakSeries, before
 	}
 	switch {
 	case totalErrors > 0:
-		return fmt.Errorf("%d starts failed (last: %v)", totalErrors, lastErr)
+		return fmt.Errorf("%d starts failed (last: %w)", totalErrors, lastErr)
 	case left > 0:
 		return fmt.Errorf("%d sagas did not finish within --drain %s", left, r.cfg.drain)
 	}

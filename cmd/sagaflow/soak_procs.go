@@ -31,13 +31,16 @@ type soakProc struct {
 
 // startProc starts bin with args, its output going to <dir>/<name>.log, and reports its exit on
 // deaths (unless the soak stopped it).
-func startProc(name, dir, bin string, args []string, deaths chan<- *soakProc) (*soakProc, error) {
+// When ctx ends (the soak is interrupted) the process gets SIGTERM, and SIGKILL 45s later.
+func startProc(ctx context.Context, name, dir, bin string, args []string, deaths chan<- *soakProc) (*soakProc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 45 * time.Second
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		_ = logf.Close()
@@ -85,6 +88,14 @@ func (p *soakProc) exitErr() error {
 	return nil
 }
 
+// exitStatus says how the process exited, once it has.
+func (p *soakProc) exitStatus() string {
+	if p.err == nil {
+		return "exit status 0"
+	}
+	return p.err.Error()
+}
+
 // logTail is the end of the process's log, for a report of its death.
 func (p *soakProc) logTail() string {
 	b, err := os.ReadFile(p.logPath)
@@ -99,8 +110,8 @@ func (p *soakProc) logTail() string {
 }
 
 // freeAddr returns a free 127.0.0.1 address for a child process to listen on.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func freeAddr(ctx context.Context) (string, error) {
+	ln, err := (&net.ListenConfig{}).Listen(ctx, "tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("find a free port: %w", err)
 	}
@@ -127,7 +138,7 @@ func waitReady(ctx context.Context, p *soakProc, url string, timeout time.Durati
 		}
 		select {
 		case <-p.exited:
-			return fmt.Errorf("%s exited while starting (%v); its log %s ends:\n%s", p.name, p.err, p.logPath, p.logTail())
+			return fmt.Errorf("%s exited while starting (%s); its log %s ends:\n%s", p.name, p.exitStatus(), p.logPath, p.logTail())
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
