@@ -140,7 +140,10 @@ type soakRun struct {
 	procs     []*soakProc
 	deaths    chan *soakProc
 	progress  io.Writer
-	cleanups  []func() error // run in reverse order by close
+	// autovacuumOff is set when the server runs without autovacuum: dead rows are then never
+	// reclaimed, and database sizes grow whatever the retention.
+	autovacuumOff bool
+	cleanups      []func() error // run in reverse order by close
 }
 
 func (r *soakRun) onClose(f func() error) { r.cleanups = append(r.cleanups, f) }
@@ -278,6 +281,11 @@ func (r *soakRun) createDatabases(ctx context.Context) error {
 	admin.SetMaxOpenConns(1)
 	r.admin = admin
 	r.onClose(admin.Close)
+	var autovacuum string
+	if err := admin.GetContext(ctx, &autovacuum, `SHOW autovacuum`); err != nil {
+		return fmt.Errorf("read the server's autovacuum setting: %w", err)
+	}
+	r.autovacuumOff = autovacuum != "on"
 	for _, c := range soakComponents {
 		name := "sagaflow_soak_" + r.id + "_" + c
 		if _, err := admin.ExecContext(ctx, `CREATE DATABASE `+name+` TEMPLATE template0`); err != nil {
@@ -452,6 +460,9 @@ func (r *soakRun) report(w io.Writer, t *soakTracker, series *soakSeries, before
 	lastErr := t.lastErr
 	totalErrors := t.totalErrors
 	t.mu.Unlock()
+	if r.autovacuumOff {
+		fmt.Fprintln(w, "soak: warning: autovacuum is off on this PostgreSQL server, so the space of deleted and updated rows is never reclaimed and the databases' sizes grow whatever the retention")
+	}
 	leaks := printSoakVerdicts(w, soakVerdicts(series))
 	fmt.Fprintf(w, "soak: %d series growing unexpectedly\n", leaks)
 	if err := r.stopProcs(); err != nil {
