@@ -133,6 +133,7 @@ type soakRun struct {
 	id        string
 	namespace bus.Namespace
 	dir       string
+	api       string // serve's HTTP API, http://127.0.0.1:PORT
 	admin     *sqlx.DB
 	databases map[string]string   // component → database
 	dbs       map[string]*sqlx.DB // component → the soak's one-connection pool on it
@@ -246,7 +247,8 @@ func (r *soakRun) setUp(ctx context.Context) error {
 		return err
 	}
 	r.procs = append(r.procs, serve)
-	if err := waitReady(ctx, serve, "http://"+httpAddr+"/readyz", 2*time.Minute); err != nil {
+	r.api = "http://" + httpAddr
+	if err := waitReady(ctx, serve, r.api+"/readyz", 2*time.Minute); err != nil {
 		return err
 	}
 	for _, svc := range order.Services {
@@ -343,7 +345,7 @@ func (r *soakRun) run(ctx context.Context, stdout io.Writer) error {
 	defer stopPoll()
 	go tracker.poll(pollCtx, 250*time.Millisecond)
 	starter := &soakStarter{
-		api:     httpapi.NewClient("http://"+r.httpAddr(), "sagaflow-soak", &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: time.Minute}),
+		api:     httpapi.NewClient(r.api, "sagaflow-soak", &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128}, Timeout: time.Minute}),
 		gen:     order.NewGenerator(1, "soak-"+r.id+"-"),
 		tracker: tracker,
 	}
@@ -429,17 +431,6 @@ func (r *soakRun) run(ctx context.Context, stdout io.Writer) error {
 		return r.failure(ctx, context.Cause(ctx))
 	}
 	return r.report(stdout, tracker, series, before, left)
-}
-
-// httpAddr is serve's API address (from its --http argument).
-func (r *soakRun) httpAddr() string {
-	args := r.procs[0].cmd.Args
-	for i, a := range args {
-		if a == "--http" {
-			return args[i+1]
-		}
-	}
-	return ""
 }
 
 // failure returns err, after the cause of a death if a process died.
