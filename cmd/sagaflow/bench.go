@@ -41,7 +41,7 @@ $SAGAFLOW_TEST_POSTGRES, else 127.0.0.1:5432; "bash scripts/with-postgres.sh sag
 starts a private one when none answers) and an in-process NATS JetStream server. Progress goes to
 stderr; results are JSON lines on stdout. docs/benchmarks.md has the figures of this repository.`,
 	}
-	c.AddCommand(newBenchOutboxCmd(), newBenchSagaCmd(), newBenchListCmd())
+	c.AddCommand(newBenchOutboxCmd(), newBenchSagaCmd(), newBenchListCmd(), newBenchSoakCmd())
 	return c
 }
 

@@ -4,8 +4,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/sagaflow/sagaflow/definitions"
 	"github.com/spf13/cobra"
+
+	"github.com/sagaflow/sagaflow/definitions"
 )
 
 func newDefinitionsCmd() *cobra.Command {

@@ -135,7 +135,7 @@ func newServeCmd() *cobra.Command {
 	var defsDir, httpAddr, traceURL string
 	var relay, migrate bool
 	var streams bus.StreamsConfig
-	var replyBatch int
+	var replyBatch, maxDeliver int
 	var retention, inboxRetention time.Duration
 	var tf traceFlags
 	var sec apiSecurityFlags
@@ -210,7 +210,7 @@ environment variable.`,
 			node, err := server.New(ctx, server.Config{
 				DB: db, ListenDSN: listenDSN(f.db), NATS: nc, Definitions: reg,
 				Orchestrator: true, Relay: relay, HTTPAddr: httpAddr, Auth: apiAuth, TLS: apiTLS, Streams: streams, TraceURL: traceURL,
-				Engine: engine.Config{ReplyBatch: replyBatch, Retention: retention, InboxRetention: inboxRetention}, Logger: logger,
+				Engine: engine.Config{ReplyBatch: replyBatch, MaxDeliver: maxDeliver, Retention: retention, InboxRetention: inboxRetention}, Logger: logger,
 				TracerProvider: obs.meter.Tracer, MeterProvider: obs.meter.Meter,
 				MetricsHandler: telemetry.MetricsHandler(obs.meter.Registry),
 			})
@@ -240,6 +240,7 @@ environment variable.`,
 	c.Flags().IntVar(&streams.Replicas, "stream-replicas", 1, "replicas of each JetStream stream (3 on a NATS cluster)")
 	c.Flags().DurationVar(&streams.Duplicates, "duplicate-window", 2*time.Minute, "JetStream duplicate window of the streams")
 	c.Flags().IntVar(&replyBatch, "reply-batch", 64, "most replies applied in one transaction")
+	c.Flags().IntVar(&maxDeliver, "max-deliver", 10, "deliveries of a reply or trigger event that cannot be applied before it goes to the dead-letter stream; --inbox-retention must be at least this × 30s (the ack wait) + 2m")
 	c.Flags().DurationVar(&retention, "retention", 720*time.Hour, "delete completed and compensated sagas and their history this long after they finished (0: keep forever)")
 	c.Flags().DurationVar(&inboxRetention, "inbox-retention", engine.DefaultInboxRetention, "keep the ids of applied replies this long, to drop duplicates")
 	sec.register(c)
