@@ -1,12 +1,14 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -92,13 +94,25 @@ func DeadLetter(pub message.Publisher, ns Namespace, maxDeliver int, onDeadLette
 // consumer dead-letters in sagaflow.dead_lettered{consumer} and logs each at warning level with its
 // saga, step and reason.
 func DeadLetterCounter(mp metric.MeterProvider, log *slog.Logger, consumer string) func(*message.Message) {
-	counter, _ := mp.Meter("github.com/sagaflow/sagaflow/internal/bus").Int64Counter("sagaflow.dead_lettered",
+	report := deadLetterReporter(mp, log, consumer)
+	return func(msg *message.Message) { report(msg.Context(), msg.Metadata) }
+}
+
+// deadLetterReporter returns the function that counts a message consumer dead-lettered, with the
+// headers md it was stored with, in sagaflow.dead_lettered{consumer} and logs it at warning level.
+func deadLetterReporter(mp metric.MeterProvider, log *slog.Logger, consumer string) func(context.Context, message.Metadata) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	counter, _ := mp.Meter(meterScope).Int64Counter("sagaflow.dead_lettered",
 		metric.WithUnit("{message}"), metric.WithDescription("Messages moved to the dead-letter stream (SAGA_DLQ), per consumer."))
 	attrs := metric.WithAttributes(attribute.String("consumer", consumer))
-	return func(msg *message.Message) {
-		counter.Add(msg.Context(), 1, attrs)
-		md := msg.Metadata
-		log.WarnContext(msg.Context(), "message dead-lettered", "consumer", consumer,
+	return func(ctx context.Context, md message.Metadata) {
+		counter.Add(ctx, 1, attrs)
+		log.WarnContext(ctx, "message dead-lettered", "consumer", consumer,
 			"saga_id", md.Get(protocol.HeaderSagaID), "definition", md.Get(protocol.HeaderDefinition), "step", md.Get(protocol.HeaderStep),
 			"trace_id", telemetry.SpanContextOf(md).TraceID().String(), "subject", md.Get(HeaderDLQSubject),
 			"deliveries", md.Get(HeaderDLQDeliveries), "reason", md.Get(HeaderDLQReason))
