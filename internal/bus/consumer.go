@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -182,6 +183,7 @@ type Consumer struct {
 	pub    *Publisher  // dead letters
 	report func(ctx context.Context, md message.Metadata)
 	ready  chan struct{}
+	ran    atomic.Bool
 }
 
 // NewConsumer returns a Consumer; it fails on an invalid cfg. Nothing is created until Run.
@@ -214,8 +216,11 @@ const fillWait = 100 * time.Microsecond
 // batches to handle until ctx ends. A batch being handled when ctx ends finishes (its context
 // lasts ShutdownTimeout longer) and is settled; messages fetched and not yet handed over are
 // Nacked, so another replica gets them at once. Run returns nil after ctx ends, or an error when
-// it cannot start or its connection is closed for good.
+// it cannot start or its connection is closed for good. Run may be called once.
 func (c *Consumer) Run(ctx context.Context, handle HandlerFunc) error {
+	if !c.ran.CompareAndSwap(false, true) {
+		return errors.New("consumer: Run called twice")
+	}
 	cfg := c.sub.cfg
 	cc := jetstream.ConsumerConfig{
 		Durable:       cfg.Durable,
@@ -475,16 +480,13 @@ func (c *Consumer) deadLetter(ctx context.Context, batch []Delivery, dead []int)
 	if len(dead) == 0 {
 		return nil
 	}
-	msgs := make([]*message.Message, len(dead))
+	msgs := make([]Message, len(dead))
 	for k, i := range dead {
 		d := batch[i]
-		m := message.NewMessage(d.ID, d.Payload)
-		m.Metadata = d.Headers
-		m.Metadata[SubjectKey] = c.cfg.Namespace.Subject(DLQPrefix) + d.Subject
-		msgs[k] = m
+		msgs[k] = Message{Subject: c.cfg.Namespace.Subject(DLQPrefix) + d.Subject, ID: d.ID, Headers: d.Headers, Payload: d.Payload}
 	}
 	failed := map[int]error{}
-	if err := c.pub.Publish(c.cfg.Namespace.Subject(DLQPrefix)+"unknown", msgs...); err != nil {
+	if err := c.pub.PublishBatch(ctx, msgs); err != nil {
 		var pe *PublishError
 		if !errors.As(err, &pe) {
 			for k := range dead {
@@ -499,7 +501,6 @@ func (c *Consumer) deadLetter(ctx context.Context, batch []Delivery, dead []int)
 	var stored []int
 	for k, i := range dead {
 		d := batch[i]
-		delete(d.Headers, SubjectKey)
 		if err, ok := failed[k]; ok {
 			c.cfg.Logger.WarnContext(ctx, "dead-letter publish failed; message handed back", "message_id", d.ID, "subject", d.Subject, "err", err)
 			c.nak(ctx, d, 0)
