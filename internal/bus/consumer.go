@@ -388,6 +388,7 @@ func (c *Consumer) call(ctx context.Context, handle HandlerFunc, batch []Deliver
 	done := false
 	every := c.sub.cfg.AckWait / 2
 	var progress *time.Timer
+	mu.Lock() // the callback reads progress
 	progress = time.AfterFunc(every, func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -401,6 +402,7 @@ func (c *Consumer) call(ctx context.Context, handle HandlerFunc, batch []Deliver
 		}
 		progress.Reset(every)
 	})
+	mu.Unlock()
 	verdicts := handle(ctx, batch)
 	mu.Lock()
 	done = true
