@@ -32,8 +32,8 @@
 // 64 KiB) or whose size exceeds the outbox's MaxPayload: a *LimitError (ErrTooLarge) or
 // ErrInvalidInput.
 //
-// Replies arrive through one durable JetStream consumer shared by every replica, read through a
-// Watermill router. The hot path batches them: up to Config.ReplyBatch replies are applied in one
+// Replies arrive through one durable JetStream consumer shared by every replica, read in batches
+// by one goroutine (internal/bus Consumer). Up to Config.ReplyBatch replies are applied in one
 // transaction, sorted by saga id (so replicas cannot deadlock) and, for one saga, in arrival order,
 // and acknowledged after the commit. If a batch fails, its replies are retried one per transaction,
 // so one poison reply cannot hold the others back.

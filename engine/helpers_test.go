@@ -96,14 +96,9 @@ func applyReplies(t testing.TB, e *Engine, replies ...protocol.Reply) []error {
 	t.Helper()
 	jobs := make([]*replyJob, len(replies))
 	for i := range replies {
-		jobs[i] = &replyJob{reply: replies[i], subject: protocol.ReplySubject(replies[i].Definition), done: make(chan error, 1)}
+		jobs[i] = &replyJob{reply: replies[i], subject: protocol.ReplySubject(replies[i].Definition)}
 	}
-	e.applyReplies(context.Background(), jobs)
-	out := make([]error, len(jobs))
-	for i, j := range jobs {
-		out[i] = <-j.done
-	}
-	return out
+	return e.applyReplies(context.Background(), jobs)
 }
 
 // kinds summarises a history as "kind step attempt action outcome" lines (empty parts dropped).

@@ -18,98 +18,78 @@ import (
 	"github.com/sagaflow/sagaflow/saga"
 )
 
-// replyJob is one parsed reply waiting for its batch; done receives the verdict: nil to ack, an
-// error to nack (or, wrapping bus.ErrPermanent, to dead-letter).
+// replyJob is one parsed reply of a batch.
 type replyJob struct {
 	reply protocol.Reply
 	// subject is the subject the reply arrived on: saga.reply.<definition>.
 	subject string
 	// span is the span context the reply carried (its participant's span), linked from the step's.
 	span trace.SpanContext
-	done chan error
 }
 
-// batcher applies replies in batches: the handler goroutines the router runs for each message
-// hand their reply over and wait; the batcher takes whatever is queued (up to ReplyBatch) and
-// applies it in one transaction. Under load, replies queue while a batch commits, so batches grow
-// by themselves and no delay is added when idle (group commit).
-type batcher struct {
-	e    *Engine
-	jobs chan *replyJob // unbuffered: a job taken is always answered
-	// stopped is closed when the batcher no longer takes jobs.
-	stopped chan struct{}
-}
-
-func newBatcher(e *Engine) *batcher {
-	return &batcher{e: e, jobs: make(chan *replyJob), stopped: make(chan struct{})}
-}
-
-// handleReply is the router's handler for the replies consumer.
-func (b *batcher) handleReply(msg *message.Message) error {
-	r, err := protocol.ParseReply(msg)
-	if err != nil {
-		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
-	}
-	job := &replyJob{reply: r, subject: msg.Metadata.Get(bus.SubjectKey), span: telemetry.SpanContextOf(msg.Metadata), done: make(chan error, 1)}
-	select {
-	case b.jobs <- job:
-		return <-job.done
-	case <-b.stopped:
-		return errShutdown
-	}
-}
-
-// run applies batches until stop is closed; ctx bounds each batch's transaction.
-func (b *batcher) run(ctx context.Context, stop <-chan struct{}) {
-	defer close(b.stopped)
-	batch := make([]*replyJob, 0, b.e.cfg.ReplyBatch)
-	for {
-		select {
-		case j := <-b.jobs:
-			batch = append(batch, j)
-		case <-stop:
-			return
+// handleReplies is the replies consumer's handler: it parses the batch the consumer fetched and
+// applies its replies in one transaction (group commit: under load, replies pile up while a batch
+// commits, so batches grow by themselves and no delay is added when idle). A reply that cannot be
+// parsed, or that is permanently wrong, is dead-lettered with its reason; one that failed for now
+// is delivered again.
+func (e *Engine) handleReplies(ctx context.Context, batch []bus.Delivery) []bus.Verdict {
+	verdicts := make([]bus.Verdict, len(batch))
+	jobs := make([]*replyJob, 0, len(batch))
+	at := make([]int, 0, len(batch)) // at[k] is the position in batch of jobs[k]
+	for i, d := range batch {
+		r, err := protocol.ParseReply(&message.Message{UUID: d.ID, Metadata: d.Headers, Payload: d.Payload})
+		if err != nil {
+			verdicts[i] = bus.ToDeadLetter(err.Error())
+			continue
 		}
-	drain:
-		for len(batch) < b.e.cfg.ReplyBatch {
-			select {
-			case j := <-b.jobs:
-				batch = append(batch, j)
-			default:
-				break drain
-			}
-		}
-		b.e.applyReplies(ctx, batch)
-		clear(batch)
-		batch = batch[:0]
+		jobs = append(jobs, &replyJob{reply: r, subject: d.Subject, span: telemetry.SpanContextOf(d.Headers)})
+		at = append(at, i)
+	}
+	if len(jobs) == 0 {
+		return verdicts
+	}
+	for k, err := range e.applyReplies(ctx, jobs) {
+		verdicts[at[k]] = e.verdictOf(err)
+	}
+	return verdicts
+}
+
+// verdictOf turns a reply's result into the consumer's verdict: nil acks, an error wrapping
+// bus.ErrPermanent dead-letters, any other error delivers the reply again after Config.NakDelay
+// (doubled per delivery: a database restarting must not exhaust the deliveries in a moment).
+func (e *Engine) verdictOf(err error) bus.Verdict {
+	switch {
+	case err == nil:
+		return bus.Ack()
+	case errors.Is(err, bus.ErrPermanent):
+		return bus.ToDeadLetter(err.Error())
+	default:
+		return bus.Retry(e.cfg.NakDelay, err)
 	}
 }
 
-// applyReplies applies jobs in one transaction and answers each. When that transaction fails it
-// falls back to one transaction per reply, so that one poison reply cannot hold back the others.
-func (e *Engine) applyReplies(ctx context.Context, jobs []*replyJob) {
+// applyReplies applies jobs in one transaction and returns each one's result (see
+// applyRepliesTx). When that transaction fails it falls back to one transaction per reply, so that
+// one poison reply cannot hold back the others.
+func (e *Engine) applyReplies(ctx context.Context, jobs []*replyJob) []error {
 	verdicts, err := e.applyRepliesTx(ctx, jobs)
 	if err == nil {
-		for i, j := range jobs {
-			j.done <- verdicts[i]
-		}
-		return
+		return verdicts
 	}
-	if len(jobs) > 1 {
-		e.log.WarnContext(ctx, "reply batch failed; applying its replies one by one", "replies", len(jobs), "err", err)
+	if len(jobs) == 1 {
+		return []error{err}
 	}
-	for _, j := range jobs {
-		if len(jobs) == 1 {
-			j.done <- err
-			continue
-		}
+	e.log.WarnContext(ctx, "reply batch failed; applying its replies one by one", "replies", len(jobs), "err", err)
+	results := make([]error, len(jobs))
+	for i, j := range jobs {
 		verdicts, err := e.applyRepliesTx(ctx, []*replyJob{j})
 		if err != nil {
-			j.done <- err
+			results[i] = err
 			continue
 		}
-		j.done <- verdicts[0]
+		results[i] = verdicts[0]
 	}
+	return results
 }
 
 // applyRepliesTx applies jobs in one transaction and returns each job's verdict. A verdict is a
@@ -225,7 +205,3 @@ func checkTrust(ns bus.Namespace, def *saga.Definition, inst *saga.Instance, job
 	}
 	return nil
 }
-
-// errShutdown is the verdict of a reply handed over after the batcher stopped: it is nacked and
-// redelivered to a replica that runs.
-var errShutdown = errors.New("engine shutting down")

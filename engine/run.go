@@ -50,22 +50,21 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 	router.AddMiddleware(bus.DeadLetter(dlq, e.ns(), e.cfg.MaxDeliver, bus.DeadLetterCounter(e.cfg.MeterProvider, e.log, e.cfg.ReplyConsumer, protocol.LogAttrs)))
 
-	replies, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
-		Stream:         e.ns().Stream(bus.StreamReplies),
-		Durable:        e.ns().Durable(e.cfg.ReplyConsumer),
-		FilterSubjects: []string{e.ns().Subject(protocol.ReplyPrefix + ">")},
-		MaxDeliver:     e.cfg.MaxDeliver,
-		NakDelay:       e.cfg.NakDelay,
-		MaxInFlight:    e.cfg.ReplyBatch,
-		Logger:         e.log,
-		MeterProvider:  e.cfg.MeterProvider,
+	replies, err := bus.NewConsumer(e.cfg.JetStream, bus.ConsumerConfig{
+		Stream:          e.ns().Stream(bus.StreamReplies),
+		Durable:         e.ns().Durable(e.cfg.ReplyConsumer),
+		FilterSubjects:  []string{e.ns().Subject(protocol.ReplyPrefix + ">")},
+		Namespace:       e.ns(),
+		Batch:           e.cfg.ReplyBatch,
+		MaxDeliver:      e.cfg.MaxDeliver,
+		ShutdownTimeout: e.cfg.ShutdownTimeout,
+		Logger:          e.log,
+		MeterProvider:   e.cfg.MeterProvider,
+		LogAttrs:        protocol.LogAttrs,
 	})
 	if err != nil {
-		return fmt.Errorf("engine run: replies subscriber: %w", err)
+		return fmt.Errorf("engine run: replies consumer: %w", err)
 	}
-	defer replies.Close()
-	b := newBatcher(e)
-	router.AddConsumerHandler("sagaflow-replies", e.ns().Subject(protocol.ReplyPrefix+">"), replies, b.handleReply)
 
 	for _, def := range e.triggers() {
 		sub, err := bus.NewSubscriber(e.cfg.JetStream, bus.SubscriberConfig{
@@ -84,23 +83,15 @@ func (e *Engine) Run(ctx context.Context) error {
 		router.AddConsumerHandler("sagaflow-trigger-"+def.Name, e.ns().Subject(def.Trigger.Subject), sub, e.triggerHandler(def.Name, *def.Trigger))
 	}
 
-	// Reply batches in flight finish after ctx is done: they use a context that outlives it (the
-	// router's CloseTimeout, Config.ShutdownTimeout, bounds the wait for them).
-	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelWork()
-	stopBatcher := make(chan struct{})
-	batcherDone := make(chan struct{})
-	go func() {
-		defer close(batcherDone)
-		b.run(work, stopBatcher)
-	}()
-
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
-		err := router.Run(gctx)
-		close(stopBatcher)
-		<-batcherDone
-		if err != nil {
+		if err := replies.Run(gctx, e.handleReplies); err != nil {
+			return fmt.Errorf("engine replies: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		if err := router.Run(gctx); err != nil {
 			return fmt.Errorf("engine router: %w", err)
 		}
 		return nil

@@ -32,17 +32,15 @@ func (r *Relay) Committed(subject string, msgs ...*message.Message) {
 		if m == nil || m.UUID == "" || m.Metadata.Get(orderingKey) != "" {
 			continue
 		}
-		out := message.NewMessage(m.UUID, m.Payload)
+		out := bus.Message{Subject: subject, ID: m.UUID, Headers: make(map[string]string, len(m.Metadata)), Payload: m.Payload}
 		for k, v := range m.Metadata {
 			if !strings.HasPrefix(k, "_sagaflow_") {
-				out.Metadata[k] = v
+				out.Headers[k] = v
 			}
 		}
-		s := subject
 		if v := m.Metadata.Get(bus.SubjectKey); v != "" {
-			s = v
+			out.Subject = v
 		}
-		out.Metadata.Set(bus.SubjectKey, s)
 		select {
 		case r.direct <- out:
 		default:
@@ -55,7 +53,7 @@ func (r *Relay) Committed(subject string, msgs ...*message.Message) {
 // ShutdownTimeout).
 func (r *Relay) sendDirect(ctx context.Context) {
 	for {
-		var first *message.Message
+		var first bus.Message
 		select {
 		case first = <-r.direct:
 		case <-ctx.Done():
@@ -69,12 +67,12 @@ func (r *Relay) sendDirect(ctx context.Context) {
 				r.publishDirect(dctx, batch)
 			}
 		}
-		r.publishDirect(ctx, r.drainDirect([]*message.Message{first}))
+		r.publishDirect(ctx, r.drainDirect([]bus.Message{first}))
 	}
 }
 
 // drainDirect appends to batch what is queued, up to BatchSize, without waiting.
-func (r *Relay) drainDirect(batch []*message.Message) []*message.Message {
+func (r *Relay) drainDirect(batch []bus.Message) []bus.Message {
 	for len(batch) < r.cfg.BatchSize {
 		select {
 		case m := <-r.direct:
@@ -88,11 +86,11 @@ func (r *Relay) drainDirect(batch []*message.Message) []*message.Message {
 
 // publishDirect publishes batch and deletes (or marks) the rows of the acknowledged messages.
 // Failures are left to the claim: nothing is counted against a row here.
-func (r *Relay) publishDirect(ctx context.Context, batch []*message.Message) {
+func (r *Relay) publishDirect(ctx context.Context, batch []bus.Message) {
 	span := r.startPublishSpan(ctx, batch)
 	res := outcome{failed: map[int]error{}}
 	defer func() { endPublishSpan(span, res) }()
-	if err := r.pub.Publish(batch[0].Metadata.Get(bus.SubjectKey), batch...); err != nil {
+	if err := r.pub.PublishBatch(ctx, batch); err != nil {
 		var pe *bus.PublishError
 		if !errors.As(err, &pe) {
 			r.cfg.Logger.WarnContext(ctx, "publish from memory failed; the relay's claim will publish the batch", "batch", len(batch), "err", err)
@@ -106,7 +104,7 @@ func (r *Relay) publishDirect(ctx context.Context, batch []*message.Message) {
 	ids := make([]string, 0, len(batch))
 	for i, m := range batch {
 		if _, bad := res.failed[i]; !bad {
-			ids = append(ids, m.UUID)
+			ids = append(ids, m.ID)
 		}
 	}
 	res.published = len(ids)

@@ -125,7 +125,7 @@ func (c RelayConfig) withDefaults(d sqldb.Dialect) RelayConfig {
 type Relay struct {
 	db    *sqlx.DB
 	js    jetstream.JetStream
-	pub   message.Publisher // set by Run
+	pub   batchPublisher // set by Run
 	cfg   RelayConfig
 	store storage
 	wake  []chan struct{} // one per worker
@@ -135,7 +135,7 @@ type Relay struct {
 	tel         relayTelemetry
 
 	// direct holds the messages Committed hands over (see direct.go).
-	direct        chan *message.Message
+	direct        chan bus.Message
 	directDropped atomic.Int64
 }
 
@@ -151,7 +151,7 @@ func NewRelay(db *sqlx.DB, js jetstream.JetStream, cfg *RelayConfig) *Relay {
 	d := sqldb.DialectOf(db)
 	r := &Relay{db: db, js: js, cfg: c.withDefaults(d), store: storage{dialect: d}}
 	r.store.claimDelay = r.cfg.ClaimDelay
-	r.direct = make(chan *message.Message, 4*r.cfg.BatchSize)
+	r.direct = make(chan bus.Message, 4*r.cfg.BatchSize)
 	r.tel = newRelayTelemetry(r.cfg)
 	for range r.cfg.Workers {
 		r.wake = append(r.wake, make(chan struct{}, 1))
@@ -214,9 +214,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer pub.Close() // nothing is in flight once the workers have returned
 	r.pub = pub
 	if r.cfg.PublisherDecorator != nil {
-		if r.pub, err = r.cfg.PublisherDecorator(pub); err != nil {
+		decorated, err := r.cfg.PublisherDecorator(pub)
+		if err != nil {
 			return fmt.Errorf("relay: decorate publisher: %w", err)
 		}
+		r.pub = watermillBatch{decorated}
 	}
 	r.cfg.Logger.InfoContext(ctx, "relay started", "batch_size", r.cfg.BatchSize, "poll_interval", r.cfg.PollInterval)
 	defer r.cfg.Logger.InfoContext(ctx, "relay stopped")
@@ -348,6 +350,28 @@ func (r *Relay) cycle(ctx context.Context) (int, error) {
 	return len(rows), res.transient
 }
 
+// batchPublisher publishes a batch and reports, in a *bus.PublishError, which messages were not
+// stored: *bus.Publisher, or watermillBatch around a decorated publisher.
+type batchPublisher interface {
+	PublishBatch(ctx context.Context, msgs []bus.Message) error
+}
+
+// watermillBatch publishes through a Watermill publisher (RelayConfig.PublisherDecorator's): each
+// message's subject goes in its bus.SubjectKey metadata, which bus.Publisher reads and does not send.
+type watermillBatch struct{ pub message.Publisher }
+
+func (w watermillBatch) PublishBatch(_ context.Context, msgs []bus.Message) error {
+	wm := make([]*message.Message, len(msgs))
+	for i, m := range msgs {
+		wm[i] = message.NewMessage(m.ID, m.Payload)
+		for k, v := range m.Headers {
+			wm[i].Metadata[k] = v
+		}
+		wm[i].Metadata.Set(bus.SubjectKey, m.Subject)
+	}
+	return w.pub.Publish(msgs[0].Subject, wm...)
+}
+
 // outcome is what became of a published batch.
 type outcome struct {
 	failed    map[int]error // by row index; absent = acknowledged
@@ -357,24 +381,20 @@ type outcome struct {
 
 // publish sends rows as one batch, under a span linked to each message's trace.
 func (r *Relay) publish(ctx context.Context, rows []outboxRow) (res outcome) {
-	msgs := make([]*message.Message, len(rows))
+	msgs := make([]bus.Message, len(rows))
 	for i, row := range rows {
-		m := message.NewMessage(row.MessageID, row.Payload)
+		m := bus.Message{Subject: row.Subject, ID: row.MessageID, Payload: row.Payload}
 		if len(row.Headers) > 0 {
 			// Write stored a JSON object of strings; anything else would be a hand-made row,
 			// published without headers rather than blocking the outbox.
-			_ = json.Unmarshal(row.Headers, &m.Metadata)
-			if m.Metadata == nil {
-				m.Metadata = message.Metadata{}
-			}
+			_ = json.Unmarshal(row.Headers, &m.Headers)
 		}
-		m.Metadata.Set(bus.SubjectKey, row.Subject)
 		msgs[i] = m
 	}
 	span := r.startPublishSpan(ctx, msgs)
 	defer func() { endPublishSpan(span, res) }()
 	res = outcome{failed: map[int]error{}}
-	if err := r.pub.Publish(rows[0].Subject, msgs...); err != nil {
+	if err := r.pub.PublishBatch(ctx, msgs); err != nil {
 		var pe *bus.PublishError
 		if !errors.As(err, &pe) {
 			// Unknown shape: nothing is known to be stored; all are retried.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
@@ -77,18 +76,18 @@ func (r *Relay) countPublished(ctx context.Context, res outcome) {
 
 // startPublishSpan starts the span of one batch publish: a new root (the messages belong to many
 // traces) linked to the trace context each message carries.
-func (r *Relay) startPublishSpan(ctx context.Context, msgs []*message.Message) trace.Span {
+func (r *Relay) startPublishSpan(ctx context.Context, msgs []bus.Message) trace.Span {
 	links := make([]trace.Link, 0, len(msgs))
 	for _, m := range msgs {
-		if sc := telemetry.SpanContextOf(m.Metadata); sc.IsValid() {
+		if sc := telemetry.SpanContextOf(m.Headers); sc.IsValid() {
 			links = append(links, trace.Link{SpanContext: sc})
 		}
 	}
 	name := "send"
 	attrs := telemetry.BatchSendAttributes(len(msgs))
-	if subject := msgs[0].Metadata.Get(bus.SubjectKey); len(msgs) == 1 {
-		name += " " + subject
-		attrs = telemetry.SendAttributes(subject, msgs[0].UUID)
+	if len(msgs) == 1 {
+		name += " " + msgs[0].Subject
+		attrs = telemetry.SendAttributes(msgs[0].Subject, msgs[0].ID)
 	}
 	_, span := r.tel.tracer.Start(ctx, name, trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindProducer),
 		trace.WithLinks(links...), trace.WithAttributes(append(attrs, attribute.String("sagaflow.outbox", r.cfg.Name))...))

@@ -30,7 +30,8 @@ type job struct {
 	outcome protocol.Outcome
 	// events are the domain events the handler wrote with Command.Publish in this run.
 	events replies
-	done   chan error // buffered: the batcher never blocks on it
+	// at is the job's position in the consumer's batch; delivery its JetStream delivery count.
+	at, delivery int
 }
 
 // traceID is the trace id of j's span, for logs.
@@ -49,37 +50,12 @@ func (j *job) context(ctx context.Context) context.Context {
 	return trace.ContextWithSpan(ctx, j.span)
 }
 
-// batcher is the hot path. It takes the commands the router has received and handles up to
-// Config.Batch of them in one transaction, so a busy service pays one commit for many commands. It
-// never waits to fill a batch: it takes what is queued, so a quiet service answers each command at
-// once.
-func (p *Participant) batcher(ctx context.Context) {
-	for {
-		var first *job
-		select {
-		case first = <-p.jobs:
-		case <-p.stop:
-			return
-		}
-		batch := []*job{first}
-	fill:
-		for len(batch) < p.cfg.Batch {
-			select {
-			case j := <-p.jobs:
-				batch = append(batch, j)
-			default:
-				break fill
-			}
-		}
-		p.process(ctx, batch)
-	}
-}
-
-// process handles batch and tells each job its result. Commands are taken in barrier-key order so
+// process handles batch (the valid commands of one consumer batch: the hot path, one transaction
+// for many commands) and returns each job's result, in batch's order after sorting. Commands are taken in barrier-key order so
 // that two replicas lock barrier rows in the same order. If the shared transaction fails as a whole
 // (a commit error, a deadlock, a broken connection), every command is retried in a transaction of
 // its own, so one bad command cannot keep failing the others.
-func (p *Participant) process(ctx context.Context, batch []*job) {
+func (p *Participant) process(ctx context.Context, batch []*job) []error {
 	slices.SortFunc(batch, func(a, b *job) int {
 		return cmp.Or(cmp.Compare(a.cmd.SagaID, b.cmd.SagaID), cmp.Compare(a.cmd.Step, b.cmd.Step),
 			cmp.Compare(a.cmd.Action, b.cmd.Action))
@@ -104,9 +80,7 @@ func (p *Participant) process(ctx context.Context, batch []*job) {
 		}
 	}
 	p.news(ctx, batch, results)
-	for i, j := range batch {
-		j.done <- results[i]
-	}
+	return results
 }
 
 // maxNewsReason bounds the handler error text sent to the orchestrator.
@@ -122,7 +96,7 @@ func (p *Participant) news(ctx context.Context, batch []*job, results []error) {
 	now := time.Now()
 	for i, j := range batch {
 		err := results[i]
-		if err == nil || errors.Is(err, ErrStopping) {
+		if err == nil {
 			continue
 		}
 		r := j.cmd.Answer(protocol.OutcomeRetrying)

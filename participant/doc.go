@@ -58,7 +58,9 @@
 //
 // # The hot path
 //
-// Commands received together (up to Config.Batch) are handled in one transaction, each under a
+// One goroutine reads the service's durable consumer in batches: the commands JetStream has
+// delivered (up to Config.Batch, without waiting to fill a batch) are handled in one transaction,
+// then acknowledged together (dead-lettered or nacked one by one). Each command runs under a
 // savepoint: one command's failure or transient error rolls back only its own part. If the
 // transaction as a whole fails (a deadlock, a commit error), each command is retried in its own
 // transaction. So a busy service pays one commit per batch rather than one per command, and a few

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go/jetstream"
@@ -68,10 +67,8 @@ type Participant struct {
 	forward    map[string]Handler
 	compensate map[string]Handler
 
-	running atomic.Bool
-	jobs    chan *job
-	stop    chan struct{} // closed when Run's router has stopped
-	ready   chan struct{} // closed when Run's router is running
+	running  atomic.Bool
+	commands *bus.Consumer // the service's commands; Ready when Run consumes
 
 	lifeMu sync.Mutex
 	cancel context.CancelFunc // set by Start
@@ -112,10 +109,25 @@ func New(db *sqlx.DB, js jetstream.JetStream, cfg *Config) (*Participant, error)
 		tracer:     c.TracerProvider.Tracer("github.com/sagaflow/sagaflow/participant"),
 		forward:    map[string]Handler{},
 		compensate: map[string]Handler{},
-		jobs:       make(chan *job),
-		stop:       make(chan struct{}),
-		ready:      make(chan struct{}),
 	}
+	ns := bus.Namespace(c.Namespace)
+	cons, err := bus.NewConsumer(js, bus.ConsumerConfig{
+		Stream:          ns.Stream(bus.StreamCommands),
+		Durable:         ns.Durable(Durable(c.Service)),
+		FilterSubjects:  []string{ns.Subject(protocol.ServiceCommands(c.Service))},
+		Namespace:       ns,
+		Batch:           c.Batch,
+		AckWait:         c.AckWait,
+		MaxDeliver:      c.MaxDeliver,
+		ShutdownTimeout: c.ShutdownTimeout,
+		Logger:          p.log,
+		MeterProvider:   c.MeterProvider,
+		LogAttrs:        protocol.LogAttrs,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("participant config: %w", err)
+	}
+	p.commands = cons
 	if !c.DisableRelay {
 		var rc outbox.RelayConfig
 		if c.Relay != nil {
@@ -219,41 +231,6 @@ func (p *Participant) Run(ctx context.Context) error {
 		}
 	}
 	bus.RememberNamespace(p.js, ns)
-	filter := ns.Subject(protocol.ServiceCommands(cfg.Service))
-	sub, err := bus.NewSubscriber(p.js, bus.SubscriberConfig{
-		Stream:         ns.Stream(bus.StreamCommands),
-		Durable:        ns.Durable(Durable(cfg.Service)),
-		FilterSubjects: []string{filter},
-		AckWait:        cfg.AckWait,
-		MaxDeliver:     cfg.MaxDeliver,
-		MaxInFlight:    cfg.Batch,
-		NakDelay:       cfg.NakDelay,
-		Logger:         p.log,
-		MeterProvider:  cfg.MeterProvider,
-	})
-	if err != nil {
-		return fmt.Errorf("participant %s: subscriber: %w", cfg.Service, err)
-	}
-	dlq, err := bus.NewPublisher(p.js, bus.PublisherConfig{Logger: p.log, MeterProvider: cfg.MeterProvider})
-	if err != nil {
-		_ = sub.Close()
-		return fmt.Errorf("participant %s: dead-letter publisher: %w", cfg.Service, err)
-	}
-	defer dlq.Close()
-	// Watermill logs every handler start at Info and every handler error at Error; for a
-	// participant a handler error is a transient failure that will be retried.
-	wlog := watermill.NewSlogLoggerWithLevelMapping(p.log, map[slog.Level]slog.Level{
-		slog.LevelInfo:  slog.LevelDebug,
-		slog.LevelError: slog.LevelWarn,
-	})
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.ShutdownTimeout}, wlog)
-	if err != nil {
-		_ = sub.Close()
-		return fmt.Errorf("participant %s: router: %w", cfg.Service, err)
-	}
-	router.AddMiddleware(bus.DeadLetter(dlq, ns, cfg.MaxDeliver, bus.DeadLetterCounter(cfg.MeterProvider, p.log, Durable(cfg.Service), protocol.LogAttrs)))
-	router.AddConsumerHandler("participant-"+cfg.Service, filter, sub, p.receive)
-
 	// The relay runs until the consumer has stopped, so the replies of the last commands leave too.
 	relayCtx, stopRelay := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopRelay()
@@ -263,24 +240,6 @@ func (p *Participant) Run(ctx context.Context) error {
 	} else {
 		relayDone <- nil
 	}
-	// The batcher outlives the router: handlers still draining at shutdown wait for it. Its
-	// database work is bounded by ShutdownTimeout once ctx ends.
-	batchCtx, cancelBatches := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelBatches()
-	stopTimer := context.AfterFunc(ctx, func() { time.AfterFunc(cfg.ShutdownTimeout, cancelBatches) })
-	defer stopTimer()
-	batcherDone := make(chan struct{})
-	go func() {
-		defer close(batcherDone)
-		p.batcher(batchCtx)
-	}()
-	go func() {
-		select {
-		case <-router.Running():
-			close(p.ready)
-		case <-p.stop:
-		}
-	}()
 	pruneCtx, stopPrune := context.WithCancel(ctx)
 	defer stopPrune()
 	pruneDone := make(chan struct{})
@@ -288,12 +247,10 @@ func (p *Participant) Run(ctx context.Context) error {
 		defer close(pruneDone)
 		p.pruneBarrier(pruneCtx)
 	}()
-	p.log.InfoContext(ctx, "participant started", "subject", filter, "batch", cfg.Batch)
-	err = p.runRouter(ctx, router, relayDone)
+	p.log.InfoContext(ctx, "participant started", "subject", ns.Subject(protocol.ServiceCommands(cfg.Service)), "batch", cfg.Batch)
+	err := p.consume(ctx, relayDone)
 	stopPrune()
 	<-pruneDone
-	close(p.stop)
-	<-batcherDone
 	stopRelay()
 	relayErr := <-relayDone
 	p.log.InfoContext(ctx, "participant stopped")
@@ -306,10 +263,11 @@ func (p *Participant) Run(ctx context.Context) error {
 	return nil
 }
 
-// runRouter runs router until ctx ends, or until the relay fails (then the router is closed and
-// the relay's error is put back for Run).
-func (p *Participant) runRouter(ctx context.Context, router *message.Router, relayDone chan error) error {
-	rctx, cancel := context.WithCancel(ctx)
+// consume consumes commands until ctx ends, or until the relay fails (then consuming stops and
+// the relay's error is put back for Run). The batch in flight when it stops is finished (within
+// Config.ShutdownTimeout) and settled.
+func (p *Participant) consume(ctx context.Context, relayDone chan error) error {
+	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	watchDone := make(chan struct{})
 	defer func() { <-watchDone }()
@@ -322,77 +280,86 @@ func (p *Participant) runRouter(ctx context.Context, router *message.Router, rel
 				p.log.ErrorContext(ctx, "relay failed; stopping the participant", "err", err)
 			}
 			cancel()
-		case <-rctx.Done():
+		case <-cctx.Done():
 		}
 	}()
-	return router.Run(rctx)
+	return p.commands.Run(cctx, p.handleCommands)
 }
 
-// receive is the router's handler: it parses the command and hands it to the batcher, then waits
-// for its transaction. A returned error nacks the message (or dead-letters it, see Run).
+// handleCommands is the consumer's handler: it parses each command of the batch, handles those
+// that are valid in one transaction (see process) and returns each one's verdict. A command that
+// cannot be parsed, whose reply subject is not under saga.reply., that names no registered handler
+// or that its handler refused with Reject is dead-lettered with the reason; one whose handler
+// failed is delivered again after Config.NakDelay.
 //
 // Each command is processed under a consumer span, the child of the span its traceparent names
 // (the orchestrator's step span); the handler runs under it and the reply carries it.
-func (p *Participant) receive(msg *message.Message) error {
-	subject := msg.Metadata.Get(bus.SubjectKey)
-	ctx, span := p.tracer.Start(telemetry.Extract(msg.Context(), msg.Metadata), "process "+subject,
-		trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(telemetry.ProcessAttributes(subject, msg.UUID, Durable(p.cfg.Service), len(msg.Payload))...))
-	defer span.End()
-	err := p.receiveIn(ctx, span, subject, msg)
-	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
+func (p *Participant) handleCommands(ctx context.Context, batch []bus.Delivery) []bus.Verdict {
+	verdicts := make([]bus.Verdict, len(batch))
+	jobs := make([]*job, 0, len(batch))
+	for i, d := range batch {
+		_, span := p.tracer.Start(telemetry.Extract(ctx, d.Headers), "process "+d.Subject,
+			trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(telemetry.ProcessAttributes(d.Subject, d.ID, Durable(p.cfg.Service), len(d.Payload))...))
+		j, err := p.parse(span, d)
+		if err != nil {
+			span.SetStatus(codes.Error, err.Error())
+			span.End()
+			verdicts[i] = bus.ToDeadLetter(err.Error())
+			continue
+		}
+		j.at = i
+		jobs = append(jobs, j)
 	}
-	return err
+	if len(jobs) == 0 {
+		return verdicts
+	}
+	results := p.process(ctx, jobs) // in jobs' order, which process sorted
+	for k, j := range jobs {
+		verdicts[j.at] = p.verdict(ctx, j, results[k])
+		j.span.End()
+	}
+	return verdicts
 }
 
-func (p *Participant) receiveIn(ctx context.Context, span trace.Span, subject string, msg *message.Message) error {
+// parse turns d into a job, or returns why it must be dead-lettered.
+func (p *Participant) parse(span trace.Span, d bus.Delivery) (*job, error) {
 	ns := bus.Namespace(p.cfg.Namespace)
-	c, err := protocol.ParseCommand(strings.TrimPrefix(subject, ns.Subject("")), msg)
+	c, err := protocol.ParseCommand(strings.TrimPrefix(d.Subject, ns.Subject("")), &message.Message{UUID: d.ID, Metadata: d.Headers, Payload: d.Payload})
 	if err != nil {
-		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+		return nil, err
 	}
 	span.SetAttributes(telemetry.SagaIDKey.String(c.SagaID), telemetry.DefinitionKey.String(c.Definition),
 		telemetry.BusinessKeyKey.String(c.BusinessKey), telemetry.StepKey.String(c.Step), telemetry.AttemptKey.Int(c.Attempt),
 		telemetry.ActionKey.String(string(c.Action)), telemetry.ServiceKey.String(c.Service), telemetry.CommandKey.String(c.Name))
 	if c.Service != p.cfg.Service {
-		return fmt.Errorf("%w: command for service %q received by service %q", bus.ErrPermanent, c.Service, p.cfg.Service)
+		return nil, fmt.Errorf("command for service %q received by service %q", c.Service, p.cfg.Service)
 	}
 	if err := checkReplyTo(ns, c.ReplyTo); err != nil {
-		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
+		return nil, err
 	}
 	h := p.handler(c)
 	if h == nil {
-		return fmt.Errorf("%w: %w: %s %s of service %s", bus.ErrPermanent, ErrUnknownCommand, c.Action, c.Name, c.Service)
+		return nil, fmt.Errorf("%w: %s %s of service %s", ErrUnknownCommand, c.Action, c.Name, c.Service)
 	}
-	headers := make(map[string]string, len(msg.Metadata))
-	for k, v := range msg.Metadata {
-		if !strings.HasPrefix(k, "_") {
-			headers[k] = v
-		}
+	return &job{cmd: c, headers: d.Headers, handler: h, span: span, delivery: d.Attempt}, nil
+}
+
+// verdict is the consumer's verdict on j, whose handling ended with err.
+func (p *Participant) verdict(ctx context.Context, j *job, err error) bus.Verdict {
+	switch {
+	case err == nil:
+		j.span.SetAttributes(telemetry.OutcomeKey.String(string(j.outcome)))
+		return bus.Ack()
+	case errors.Is(err, ErrRejected):
+		j.span.SetStatus(codes.Error, err.Error())
+		return bus.ToDeadLetter(err.Error())
 	}
-	j := &job{cmd: c, headers: headers, handler: h, span: span, done: make(chan error, 1)}
-	select {
-	case p.jobs <- j:
-	case <-p.stop:
-		return ErrStopping
-	}
-	select {
-	case err = <-j.done:
-	case <-p.stop: // only after the router gave up waiting; a commit still in progress is replayed
-		return ErrStopping
-	}
-	if errors.Is(err, ErrRejected) {
-		return fmt.Errorf("%w: %w", bus.ErrPermanent, err)
-	}
-	if err != nil {
-		p.log.WarnContext(ctx, "command will be redelivered", "saga_id", c.SagaID, "definition", c.Definition, "step", c.Step,
-			"trace_id", span.SpanContext().TraceID().String(), "action", string(c.Action), "attempt", c.Attempt,
-			"delivery", msg.Metadata.Get(bus.DeliveryKey), "err", err)
-	} else {
-		span.SetAttributes(telemetry.OutcomeKey.String(string(j.outcome)))
-	}
-	return err
+	j.span.SetStatus(codes.Error, err.Error())
+	c := &j.cmd
+	p.log.WarnContext(ctx, "command will be redelivered", "saga_id", c.SagaID, "definition", c.Definition, "step", c.Step,
+		"trace_id", j.traceID(), "action", string(c.Action), "attempt", c.Attempt, "delivery", j.delivery, "err", err)
+	return bus.Retry(p.cfg.NakDelay, err)
 }
 
 // Start runs the participant in the background (see Run) for services that cannot give it a
@@ -410,7 +377,7 @@ func (p *Participant) Start(ctx context.Context) error {
 	p.lifeMu.Unlock()
 	go func() { done <- p.Run(runCtx) }()
 	select {
-	case <-p.ready:
+	case <-p.commands.Ready():
 		return nil
 	case err := <-done:
 		done <- err // keep it for Stop

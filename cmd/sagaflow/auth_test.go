@@ -113,9 +113,9 @@ func startServe(t *testing.T, host string, extra ...string) (string, *syncBuffer
 		require.Equal(t, 0, <-done, logs.String())
 	})
 	waitFor(t, logs, "sagaflow serving", done)
-	// The reply consumer running: a node stopped while its router starts takes the router's close
-	// timeout (30s) to stop.
-	waitFor(t, logs, "Starting handler", done)
+	// The engine's Watermill router (triggers) running: a node stopped while its router starts
+	// takes the router's close timeout (30s) to stop.
+	waitFor(t, logs, "Running router handlers", done)
 	return addr, logs
 }
 

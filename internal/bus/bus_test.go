@@ -103,6 +103,38 @@ func TestPublisher(t *testing.T) {
 		require.NoError(t, pub.Close())
 		require.ErrorIs(t, pub.Publish("events.a.x", message.NewMessage("late", nil)), bus.ErrClosed)
 	})
+
+	t.Run("PublishBatch", func(t *testing.T) {
+		t.Parallel()
+		js, pub := setup(t)
+		err := pub.PublishBatch(t.Context(), []bus.Message{
+			{Subject: "events.b.x", ID: "b-0", Headers: map[string]string{"Order-Id": "7"}, Payload: []byte("p")},
+			{Subject: "events.b x", ID: "b-1"},
+			{Subject: "events.b.y", ID: "b-2"},
+		})
+		var pe *bus.PublishError
+		require.ErrorAs(t, err, &pe)
+		require.Len(t, pe.Failures, 1)
+		require.Equal(t, 1, pe.Failures[0].Index)
+		require.Equal(t, "events.b x", pe.Failures[0].Subject)
+		require.Equal(t, uint64(2), streamMsgs(t, js, bus.StreamEvents), "the others are stored")
+		s, err := js.Stream(t.Context(), bus.StreamEvents)
+		require.NoError(t, err)
+		raw, err := s.GetMsg(t.Context(), 1)
+		require.NoError(t, err)
+		require.Equal(t, "events.b.x", raw.Subject)
+		require.Equal(t, "7", raw.Header.Get("Order-Id"), "headers keep their case")
+		require.Equal(t, "events.b.x:b-0", raw.Header.Get("Nats-Msg-Id"))
+		require.Equal(t, "p", string(raw.Data))
+
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		err = pub.PublishBatch(ctx, []bus.Message{{Subject: "events.b.z", ID: "c-0"}, {Subject: "events.b.z", ID: "c-1"}})
+		require.ErrorAs(t, err, &pe)
+		require.Len(t, pe.Failures, 2)
+		require.ErrorIs(t, err, context.Canceled)
+		require.Equal(t, uint64(2), streamMsgs(t, js, bus.StreamEvents), "nothing sent after ctx ended")
+	})
 }
 
 func TestPublisherForward(t *testing.T) {

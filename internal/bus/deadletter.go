@@ -1,12 +1,14 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"strconv"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
@@ -92,18 +94,31 @@ func DeadLetter(pub message.Publisher, ns Namespace, maxDeliver int, onDeadLette
 // trace, subject, deliveries and reason, plus the attributes logAttrs reads from its headers (the
 // saga protocol's saga, definition and step: the bus knows nothing of sagas); logAttrs may be nil.
 func DeadLetterCounter(mp metric.MeterProvider, log *slog.Logger, consumer string, logAttrs func(message.Metadata) []any) func(*message.Message) {
-	counter, _ := mp.Meter("github.com/sagaflow/sagaflow/internal/bus").Int64Counter("sagaflow.dead_lettered",
+	report := deadLetterReporter(mp, log, consumer, logAttrs)
+	return func(msg *message.Message) { report(msg.Context(), msg.Metadata) }
+}
+
+// deadLetterReporter returns the function that counts a message consumer dead-lettered, with the
+// headers md it was stored with, in sagaflow.dead_lettered{consumer} and logs it at warning level
+// (with the attributes logAttrs reads from md, when logAttrs is not nil).
+func deadLetterReporter(mp metric.MeterProvider, log *slog.Logger, consumer string, logAttrs func(message.Metadata) []any) func(context.Context, message.Metadata) {
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	counter, _ := mp.Meter(meterScope).Int64Counter("sagaflow.dead_lettered",
 		metric.WithUnit("{message}"), metric.WithDescription("Messages moved to the dead-letter stream (SAGA_DLQ), per consumer."))
 	attrs := metric.WithAttributes(attribute.String("consumer", consumer))
-	return func(msg *message.Message) {
-		counter.Add(msg.Context(), 1, attrs)
-		md := msg.Metadata
-		attrs := []any{"consumer", consumer}
+	return func(ctx context.Context, md message.Metadata) {
+		counter.Add(ctx, 1, attrs)
+		fields := []any{"consumer", consumer}
 		if logAttrs != nil {
-			attrs = append(attrs, logAttrs(md)...)
+			fields = append(fields, logAttrs(md)...)
 		}
-		attrs = append(attrs, "trace_id", telemetry.SpanContextOf(md).TraceID().String(), "subject", md.Get(HeaderDLQSubject),
+		fields = append(fields, "trace_id", telemetry.SpanContextOf(md).TraceID().String(), "subject", md.Get(HeaderDLQSubject),
 			"deliveries", md.Get(HeaderDLQDeliveries), "reason", md.Get(HeaderDLQReason))
-		log.WarnContext(msg.Context(), "message dead-lettered", attrs...)
+		log.WarnContext(ctx, "message dead-lettered", fields...)
 	}
 }

@@ -8,10 +8,16 @@
 //
 //   - EnsureStreams creates or updates the streams of DESIGN.md ("Messages") with file storage and a
 //     configurable duplicate window; every component calls it at start and it is idempotent.
+//   - Message is one message on its way out (subject, id, headers, payload); Consumer reads a
+//     durable pull consumer in batches on one goroutine and settles each Delivery by the Verdict
+//     its handler returns (Ack, Retry, ToDeadLetter). The orchestrator's replies and the
+//     participants' commands go this way (docs/engine.md, "The message path"); the Watermill
+//     Subscriber below serves triggers and users.
 //   - Publisher pipelines a whole batch with JetStream's asynchronous publish, sets Nats-Msg-Id to
 //     MsgID(subject, UUID) = "<subject>:<UUID>" (so JetStream drops a re-publish to the same subject
 //     inside the duplicate window, and stores the same UUID forwarded to another subject), and
 //     returns only when every message is acknowledged, or a *PublishError naming those that were not.
+//     PublishBatch takes a context and []Message; Publish (Watermill) converts to it.
 //   - Subscriber consumes a durable pull consumer per topic (or the one its FilterSubjects name) that
 //     it creates or updates but never deletes, hands up to MaxInFlight messages to the router at
 //     once, double-acks on Ack and naks (with delay) on Nack, and cancels a message's context once it
@@ -29,6 +35,6 @@
 //   - DeadLetter is router middleware that moves a message that failed its last allowed delivery (or
 //     failed permanently) to saga.dlq.<subject>, with the reason in its headers, and acks it.
 //
-// Metadata keys starting with "_sagaflow_" are local instructions (SubjectKey) or local facts
-// (DeliveryKey) and are never sent as headers.
+// At the Watermill boundary only, metadata keys starting with "_sagaflow_" are local instructions
+// (SubjectKey) or local facts (DeliveryKey) and are never sent as headers.
 package bus

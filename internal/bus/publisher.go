@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -114,23 +115,53 @@ func NewPublisher(js jetstream.JetStream, cfg PublisherConfig) (*Publisher, erro
 // (see Subscriber.Subscribe), so the message keeps its UUID end to end.
 func MsgID(subject, uuid string) string { return subject + ":" + uuid }
 
-// Publish sends msgs to JetStream and returns when every one is acknowledged. The subject is topic,
-// or the message's SubjectKey metadata when set; Nats-Msg-Id is MsgID(subject, UUID); every other
-// metadata entry becomes a header of the same name (case kept). Messages go out in order on one
-// connection, up to MaxPending in flight. When some are not acknowledged, it returns a
-// *PublishError listing exactly those (use IsPermanentPublishError to tell a bad message from an
-// outage); the others are stored.
+// Message is one message as Sagaflow moves it from the outbox to JetStream: its subject, its id
+// (Nats-Msg-Id is MsgID(Subject, ID)), its headers (sent as NATS headers, case kept) and its
+// payload. Nothing travels in it that is not sent.
+type Message struct {
+	Subject string
+	ID      string
+	Headers map[string]string
+	Payload []byte
+}
+
+// Publish sends msgs to topic (Watermill's message.Publisher): each to topic, or to its SubjectKey
+// metadata when set, with its UUID as ID and every other metadata entry as a header. See
+// PublishBatch.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	batch := make([]Message, len(msgs))
+	for i, m := range msgs {
+		subject := topic
+		if s := m.Metadata.Get(SubjectKey); s != "" {
+			subject = s
+		}
+		h := make(map[string]string, len(m.Metadata))
+		for k, v := range m.Metadata {
+			if !strings.HasPrefix(k, localPrefix) {
+				h[k] = v
+			}
+		}
+		batch[i] = Message{Subject: subject, ID: m.UUID, Headers: h, Payload: m.Payload}
+	}
+	return p.PublishBatch(context.Background(), batch)
+}
+
+// PublishBatch sends msgs to JetStream and returns when every one is acknowledged, or ctx ends,
+// or AckTimeout has passed since the last was sent. Messages go out in order on one connection,
+// up to MaxPending in flight (asynchronous publishes whose acknowledgements are awaited together).
+// When some are not acknowledged, it returns a *PublishError listing exactly those, by index in
+// msgs (use IsPermanentPublishError to tell a bad message from an outage); the others are stored.
+func (p *Publisher) PublishBatch(ctx context.Context, msgs []Message) error {
 	if p.closed.Load() {
 		return ErrClosed
 	}
 	futures := make([]jetstream.PubAckFuture, len(msgs))
 	var failures []MessageError
-	fail := func(i int, subject string, err error) {
-		failures = append(failures, MessageError{Index: i, UUID: msgs[i].UUID, Subject: subject, Err: err})
+	fail := func(i int, err error) {
+		failures = append(failures, MessageError{Index: i, UUID: msgs[i].ID, Subject: msgs[i].Subject, Err: err})
 	}
-	subjects := make([]string, len(msgs))
-	expired := false // the ack deadline has passed: only take what has already arrived
+	expired := false // the ack deadline has passed or ctx ended: only take what has already arrived
+	var cause error
 	wait := func(i int, timeout <-chan time.Time) {
 		f := futures[i]
 		if f == nil {
@@ -141,18 +172,20 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			case <-f.Ok():
 				return
 			case err := <-f.Err():
-				fail(i, subjects[i], err)
+				fail(i, err)
 				return
 			case <-timeout:
-				expired = true
+				expired, cause = true, ErrAckTimeout
+			case <-ctx.Done():
+				expired, cause = true, ctx.Err()
 			}
 		}
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			fail(i, subjects[i], err)
+			fail(i, err)
 		default:
-			fail(i, subjects[i], ErrAckTimeout)
+			fail(i, cause)
 		}
 	}
 	waited := 0 // futures[:waited] are resolved
@@ -163,13 +196,13 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 			t.Stop()
 			waited++
 		}
-		subjects[i] = topic
-		if s := m.Metadata.Get(SubjectKey); s != "" {
-			subjects[i] = s
+		if err := ctx.Err(); err != nil {
+			fail(i, err)
+			continue
 		}
-		f, err := p.js.PublishMsgAsync(natsMsg(subjects[i], m), jetstream.WithMsgID(MsgID(subjects[i], m.UUID)))
+		f, err := p.js.PublishMsgAsync(natsMsg(m), jetstream.WithMsgID(MsgID(m.Subject, m.ID)))
 		if err != nil {
-			fail(i, subjects[i], err)
+			fail(i, err)
 			continue
 		}
 		futures[i] = f
@@ -183,6 +216,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		failures[i].Err = p.diagnose(failures[i].Subject, failures[i].Err)
 	}
 	if len(failures) > 0 {
+		slices.SortFunc(failures, func(a, b MessageError) int { return a.Index - b.Index })
 		p.heal.healStreams(failures)
 		return &PublishError{Failures: failures}
 	}
@@ -223,16 +257,13 @@ func (p *Publisher) diagnose(subject string, err error) error {
 	return err
 }
 
-// natsMsg converts m: metadata → headers (case kept, local keys dropped), payload → data.
-func natsMsg(subject string, m *message.Message) *nats.Msg {
-	h := make(nats.Header, len(m.Metadata)+1)
-	for k, v := range m.Metadata {
-		if strings.HasPrefix(k, localPrefix) {
-			continue
-		}
+// natsMsg converts m.
+func natsMsg(m Message) *nats.Msg {
+	h := make(nats.Header, len(m.Headers)+1)
+	for k, v := range m.Headers {
 		h[k] = []string{v}
 	}
-	return &nats.Msg{Subject: subject, Header: h, Data: m.Payload}
+	return &nats.Msg{Subject: m.Subject, Header: h, Data: m.Payload}
 }
 
 // Close makes further Publish calls fail with ErrClosed. It is safe to call twice.
