@@ -261,7 +261,7 @@ func (e *redoError) Error() string {
 // errFailureOutcome is the cause of a redo for a handler that answered Failure.
 var errFailureOutcome = errors.New("handler answered failure")
 
-// handleBatch handles batch inside tx, each handler run under a savepoint or not as sp says. It
+// handleBatch handles batch inside tx, each handler run under a savepoint or not as ps says. It
 // returns one error per job (nil: its reply is written and commits with tx; else its work was
 // rolled back and it must be redelivered), or an error that leaves tx unusable (a *redoError when
 // a handler without a savepoint failed).
@@ -352,7 +352,7 @@ func (p *Participant) forwards(ctx context.Context, b barrier, ps *pass, batch [
 	return b.record(ctx, outcomes)
 }
 
-// compensation handles one compensation, under a savepoint if sp says so. The returned error
+// compensation handles one compensation, under a savepoint if ps says so. The returned error
 // leaves the transaction unusable (a *redoError when the compensation failed without a savepoint);
 // the job's own failure is in the answer.
 func (p *Participant) compensation(ctx context.Context, b barrier, ps *pass, j *job) (answer, error) {
