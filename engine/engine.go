@@ -292,9 +292,10 @@ func (e *Engine) HistoryPage(ctx context.Context, id string, p HistoryParams) ([
 }
 
 // Wait returns the instance with id once it is finished (completed, compensated or failed), or
-// ctx's error. It is woken as soon as this Engine commits the end of the saga; a saga another
-// replica finishes is seen by a slow poll of the database (once a second), so Wait costs one read
-// per second at most, not a tight loop.
+// ctx's error. It reads the instance once; when this Engine commits the end of the saga, it hands
+// Wait the instance as committed, with no second read. A saga another replica finishes is seen by
+// a slow poll of the database (once a second), so Wait costs one read per second at most, not a
+// tight loop.
 func (e *Engine) Wait(ctx context.Context, id string) (*Instance, error) {
 	done, stop := e.waiters.add(id)
 	defer stop()
@@ -312,8 +313,9 @@ func (e *Engine) Wait(ctx context.Context, id string) (*Instance, error) {
 		case <-ctx.Done():
 			timer.Stop()
 			return nil, fmt.Errorf("wait for saga %s: %w", id, context.Cause(ctx))
-		case <-done:
+		case inst := <-done:
 			timer.Stop()
+			return inst, nil
 		case <-timer.C:
 		}
 	}
@@ -322,18 +324,18 @@ func (e *Engine) Wait(ctx context.Context, id string) (*Instance, error) {
 // waiters wakes the callers of Wait when this Engine finishes their saga.
 type waiters struct {
 	mu sync.Mutex
-	m  map[string]map[chan struct{}]struct{}
+	m  map[string]map[chan *Instance]struct{}
 }
 
-// add registers a waiter for saga id; stop removes it.
-func (w *waiters) add(id string) (done <-chan struct{}, stop func()) {
-	ch := make(chan struct{}, 1)
+// add registers a waiter for saga id; stop removes it. done receives the finished instance.
+func (w *waiters) add(id string) (done <-chan *Instance, stop func()) {
+	ch := make(chan *Instance, 1)
 	w.mu.Lock()
 	if w.m == nil {
-		w.m = map[string]map[chan struct{}]struct{}{}
+		w.m = map[string]map[chan *Instance]struct{}{}
 	}
 	if w.m[id] == nil {
-		w.m[id] = map[chan struct{}]struct{}{}
+		w.m[id] = map[chan *Instance]struct{}{}
 	}
 	w.m[id][ch] = struct{}{}
 	w.mu.Unlock()
@@ -347,17 +349,22 @@ func (w *waiters) add(id string) (done <-chan struct{}, stop func()) {
 	}
 }
 
-// notify wakes the waiters of ids.
-func (w *waiters) notify(ids []string) {
-	if len(ids) == 0 {
+// notify hands the waiters of rows (just committed) their instance. Each waiter gets its own
+// copy, decoded from the state as stored, so it is what a read of the database would return.
+func (w *waiters) notify(rows []*row) {
+	if len(rows) == 0 {
 		return
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for _, id := range ids {
-		for ch := range w.m[id] {
+	for _, r := range rows {
+		for ch := range w.m[r.inst.ID] {
+			inst, err := r.stored()
+			if err != nil {
+				continue // not for a value that was just stored; the waiter's poll reads it
+			}
 			select {
-			case ch <- struct{}{}:
+			case ch <- inst:
 			default:
 			}
 		}

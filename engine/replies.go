@@ -119,9 +119,40 @@ func (e *Engine) applyRepliesTx(ctx context.Context, jobs []*replyJob) ([]error,
 		if err != nil {
 			return err
 		}
+		// Check every reply, then record the message ids of those that pass in the inbox in one
+		// statement. A reply that fails a check is not recorded, so its redelivery is checked
+		// again; one found untrusted is checked again at its turn, since a reply before it in the
+		// batch may have sent the attempt it answers (then it is recorded on its own).
+		defs := make([]*saga.Definition, len(jobs))
+		var msgIDs []string
 		for _, i := range order {
-			verdicts[i], err = e.applyReply(ctx, t, rows, jobs[i])
-			if err != nil {
+			if defs[i], verdicts[i] = e.checkReply(rows, jobs[i]); verdicts[i] == nil {
+				msgIDs = append(msgIDs, jobs[i].reply.MessageID)
+			}
+		}
+		first, err := e.inbox.RecordAll(ctx, sqlTx, msgIDs)
+		if err != nil {
+			return fmt.Errorf("record %d replies in the inbox: %w", len(msgIDs), err)
+		}
+		for _, i := range order {
+			j := jobs[i]
+			id := j.reply.MessageID
+			var isFirst bool
+			switch {
+			case verdicts[i] == nil:
+				isFirst = first[id]
+				first[id] = false // the same message again in this batch is a duplicate
+			case !errors.Is(verdicts[i], ErrUntrustedReply):
+				continue
+			default:
+				if defs[i], verdicts[i] = e.checkReply(rows, j); verdicts[i] != nil {
+					continue
+				}
+				if isFirst, err = e.inbox.Record(ctx, sqlTx, id); err != nil {
+					return fmt.Errorf("record reply %s in the inbox: %w", id, err)
+				}
+			}
+			if err := e.applyReply(t, rows[j.reply.SagaID], defs[i], j, isFirst); err != nil {
 				return err
 			}
 		}
@@ -134,21 +165,29 @@ func (e *Engine) applyRepliesTx(ctx context.Context, jobs []*replyJob) ([]error,
 	return verdicts, nil
 }
 
-// applyReply applies one reply inside t. The first result is the reply's verdict, the second a
-// failure of the transaction.
-func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, job *replyJob) (error, error) {
+// checkReply returns the definition of the saga job's reply is for (locked in rows), or the reply's
+// verdict when it cannot be applied: a permanent error (an unknown saga, an untrusted reply) or an
+// error to retry later (its definition is not registered here).
+func (e *Engine) checkReply(rows map[string]*row, job *replyJob) (*saga.Definition, error) {
 	rp := &job.reply
 	r, ok := rows[rp.SagaID]
 	if !ok {
-		return fmt.Errorf("%w: reply %s for unknown saga %s", bus.ErrPermanent, rp.MessageID, rp.SagaID), nil
+		return nil, fmt.Errorf("%w: reply %s for unknown saga %s", bus.ErrPermanent, rp.MessageID, rp.SagaID)
 	}
 	def, err := e.cfg.Definitions.Get(r.inst.Definition, r.inst.Version)
 	if err != nil {
-		return fmt.Errorf("reply %s for saga %s: %w", rp.MessageID, rp.SagaID, err), nil
+		return nil, fmt.Errorf("reply %s for saga %s: %w", rp.MessageID, rp.SagaID, err)
 	}
 	if err := checkTrust(e.ns(), def, &r.inst, job); err != nil {
-		return fmt.Errorf("%w: reply %s for saga %s: %w", bus.ErrPermanent, rp.MessageID, rp.SagaID, err), nil
+		return nil, fmt.Errorf("%w: reply %s for saga %s: %w", bus.ErrPermanent, rp.MessageID, rp.SagaID, err)
 	}
+	return def, nil
+}
+
+// applyReply applies job's checked reply to r (of definition def) inside t; first says whether the
+// inbox saw its message id for the first time. The error is a failure of the transaction.
+func (e *Engine) applyReply(t *tx, r *row, def *saga.Definition, job *replyJob, first bool) error {
+	rp := &job.reply
 	ev := saga.Event{
 		Kind:         saga.EventReply,
 		Time:         t.now,
@@ -161,18 +200,12 @@ func (e *Engine) applyReply(ctx context.Context, t *tx, rows map[string]*row, jo
 		Reason:       rp.Reason,
 	}
 	meta := eventMeta{messageID: rp.MessageID, service: rp.Service, replySpan: job.span}
-	first, err := e.inbox.Record(ctx, t.sql, rp.MessageID)
-	if err != nil {
-		return nil, fmt.Errorf("record reply %s in the inbox: %w", rp.MessageID, err)
-	}
 	if !first {
 		t.ignore(r, ev, meta, "duplicate: message "+rp.MessageID+" was already applied")
-		return nil, nil
+		return nil
 	}
-	if _, err := t.apply(def, r, ev, meta); err != nil {
-		return nil, err
-	}
-	return nil, nil
+	_, err := t.apply(def, r, ev, meta)
+	return err
 }
 
 // checkTrust returns an error matching ErrUntrustedReply, naming the mismatch, unless job's reply

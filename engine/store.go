@@ -74,6 +74,21 @@ func (r *record) row() (*row, error) {
 	return out, nil
 }
 
+// stored is r as a read of the database returns it once r is stored: its state goes through its
+// JSON encoding, so the caller shares nothing with r.
+func (r *row) stored() (*Instance, error) {
+	state, err := json.Marshal(r.inst)
+	if err != nil {
+		return nil, fmt.Errorf("encode saga %s: %w", r.inst.ID, err)
+	}
+	out := r.public()
+	out.Instance = saga.Instance{}
+	if err := json.Unmarshal(state, &out.Instance); err != nil {
+		return nil, fmt.Errorf("decode saga %s: %w", r.inst.ID, err)
+	}
+	return &out, nil
+}
+
 func (r *row) public() Instance {
 	return Instance{Instance: r.inst, TraceID: r.traceID, IdempotencyKey: r.idemKey, RowVersion: r.rowVersion,
 		NeedsAttention: r.attention != "", Attention: r.attention}

@@ -32,7 +32,7 @@ type tx struct {
 	// nearest is the earliest deadline written, to wake the timers.
 	nearest time.Time
 	// finished lists the sagas this tx finishes, to wake their waiters.
-	finished []string
+	finished []*row
 	// obs is what to report (spans, metrics, logs) once the tx commits.
 	obs []observation
 }
@@ -105,7 +105,7 @@ func (t *tx) apply(def *saga.Definition, r *row, ev saga.Event, meta eventMeta) 
 					Action: actionName(a.Compensation), Detail: detail("at", a.At.UTC().Format(time.RFC3339Nano))})
 			}
 		case saga.ActionFinish:
-			t.finished = append(t.finished, next.ID)
+			t.finished = append(t.finished, r)
 			h := HistoryEntry{Kind: HistoryFinished, Outcome: string(a.Status)}
 			if a.Status != saga.StatusCompleted && next.LastError != "" {
 				h.Detail = detail("last_error", next.LastError)

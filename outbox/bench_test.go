@@ -42,7 +42,7 @@ func BenchmarkRelay(b *testing.B) {
 			done := make(chan error, 1)
 			go func() { done <- relay.Run(ctx) }()
 			b.Cleanup(func() { cancel(); require.NoError(b, <-done) })
-			w := outbox.NewWriter(db, nil)
+			w := outbox.NewWriter(db, &outbox.WriterConfig{Notify: true}) // the relay LISTENs
 
 			b.ReportAllocs()
 			work := make(chan struct{}, writers)

@@ -31,9 +31,10 @@
 // RelayConfig.Retention). On PostgreSQL the claim is SELECT … FOR UPDATE
 // SKIP LOCKED held while the batch is in flight, so any number of relays share the work, and a
 // relay that dies mid-batch leaves its rows to the others at once; the re-publish carries the same
-// Nats-Msg-Id and JetStream drops the duplicate inside its window. Relays are woken by
-// LISTEN/NOTIFY on PostgreSQL (a statement trigger notifies at commit) and by Relay.Wake in
-// process, with a slow poll behind both. An id cursor ("seq greater than the last seen") is never
+// Nats-Msg-Id and JetStream drops the duplicate inside its window. Relays are woken by Relay.Wake
+// in process and, on PostgreSQL, by LISTEN/NOTIFY from writers in other processes that ask for it
+// (WriterConfig.Notify: a NOTIFY serialises commits cluster-wide, so commits send none on their
+// own), with a poll (RelayConfig.PollInterval) behind both. An id cursor ("seq greater than the last seen") is never
 // used: ids are assigned at insert and become visible at commit, so it would skip late commits.
 //
 // When NATS is unreachable the relay backs off (exponentially, capped) and retries the same rows;

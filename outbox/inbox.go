@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"time"
@@ -44,6 +45,37 @@ func (i *Inbox) Record(ctx context.Context, tx Tx, msgID string) (first bool, er
 		return false, fmt.Errorf("inbox %s: record message %s: %w", i.consumer, msgID, err)
 	}
 	return n == 1, nil
+}
+
+// Querier is what RecordAll needs of the caller's transaction; *sql.Tx and *sqlx.Tx both have it.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// RecordAll is Record for a batch of messages: it inserts msgIDs inside tx, 500 per statement, and
+// returns the set of those recorded now (not by a committed transaction before): apply their
+// effects, skip the others. An id given twice is recorded once and reported once.
+func (i *Inbox) RecordAll(ctx context.Context, tx Querier, msgIDs []string) (map[string]bool, error) {
+	first := make(map[string]bool, len(msgIDs))
+	ids := make([]string, 0, len(msgIDs))
+	seen := make(map[string]bool, len(msgIDs))
+	for _, id := range msgIDs {
+		if id == "" {
+			return nil, errors.New("inbox: record: message id is empty")
+		}
+		if !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	s := storage{dialect: i.dialect}
+	for start := 0; start < len(ids); start += rowsPerInsert {
+		part := ids[start:min(start+rowsPerInsert, len(ids))]
+		if err := s.recordInbox(ctx, tx, i.consumer, part, first); err != nil {
+			return nil, fmt.Errorf("inbox %s: record %d message(s): %w", i.consumer, len(part), err)
+		}
+	}
+	return first, nil
 }
 
 // Handler wraps fn as a Watermill handler: each message runs in its own transaction on db that

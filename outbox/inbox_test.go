@@ -166,3 +166,44 @@ func waitConsumerSettled(t *testing.T, js jetstream.JetStream, durable string) {
 		return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 	})
 }
+
+// TestInboxRecordAll: a batch is recorded in one call; ids recorded by a committed transaction,
+// by another consumer, or twice in the batch are told apart, and a rolled-back batch records nothing.
+func TestInboxRecordAll(t *testing.T) {
+	t.Parallel()
+	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+		ctx := t.Context()
+		require.NoError(t, outbox.Migrate(ctx, db))
+		inbox, other := outbox.NewInbox(db, "c1"), outbox.NewInbox(db, "c2")
+		record := func(in *outbox.Inbox, commit bool, ids ...string) map[string]bool {
+			t.Helper()
+			tx, err := db.BeginTxx(ctx, nil)
+			require.NoError(t, err)
+			first, err := in.RecordAll(ctx, tx, ids)
+			require.NoError(t, err)
+			if commit {
+				require.NoError(t, tx.Commit())
+			} else {
+				require.NoError(t, tx.Rollback())
+			}
+			return first
+		}
+		require.Equal(t, map[string]bool{"a": true, "b": true}, record(inbox, false, "a", "b"))
+		require.Equal(t, map[string]bool{"a": true, "b": true}, record(inbox, true, "a", "b", "a"), "the rolled-back batch recorded nothing")
+		many := make([]string, 0, 1200)
+		for i := range 1200 { // more than one statement's worth
+			many = append(many, "m"+strconv.Itoa(i))
+		}
+		first := record(inbox, true, append([]string{"a", "c"}, many...)...)
+		require.Len(t, first, 1201)
+		require.False(t, first["a"], "recorded before")
+		require.True(t, first["c"])
+		require.True(t, first["m1199"])
+		require.Equal(t, map[string]bool{"a": true}, record(other, true, "a"), "inboxes of other consumers are separate")
+		tx, err := db.BeginTxx(ctx, nil)
+		require.NoError(t, err)
+		defer func() { _ = tx.Rollback() }()
+		_, err = inbox.RecordAll(ctx, tx, []string{"x", ""})
+		require.Error(t, err, "an empty message id")
+	})
+}

@@ -26,13 +26,15 @@ import (
 type RelayConfig struct {
 	// BatchSize is the most rows claimed and published at once; default 500.
 	BatchSize int
-	// PollInterval is the fallback poll when no wake-up comes; default 1s on PostgreSQL (which
-	// wakes the relay with LISTEN/NOTIFY when ListenDSN is set) and 100ms on SQLite (where only
-	// Wake does); with a ClaimDelay, at least half of it.
+	// PollInterval is the poll when no wake-up comes; default 1s on PostgreSQL and 100ms on
+	// SQLite; with a ClaimDelay, at least half of it. A relay is woken by Wake and Committed in its
+	// own process and, with ListenDSN, by writers in other processes that set
+	// WriterConfig.Notify; rows of any other commit wait for the poll.
 	PollInterval time.Duration
-	// ListenDSN, on PostgreSQL, is the DSN of a connection the relay LISTENs on to be woken by
-	// every commit that writes to the outbox (the same database and schema as db). Empty: poll.
-	// Not used with a ClaimDelay (the process that commits publishes from memory).
+	// ListenDSN, on PostgreSQL, is the DSN of a connection the relay LISTENs on (the same database
+	// and schema as db), to be woken by the commits of writers with WriterConfig.Notify. Commits
+	// send no NOTIFY on their own (they did before outbox migration 0002). Empty: poll. Not used
+	// with a ClaimDelay (the process that commits publishes from memory).
 	ListenDSN string
 	// Retention keeps published rows for this long (a replay source, should the bus lose them)
 	// and then prunes them in the background; 0 deletes a row as soon as it is acknowledged.
@@ -444,7 +446,7 @@ func (r *Relay) record(ctx context.Context, tx *sqlx.Tx, rows []outboxRow, res o
 	return r.store.markPublished(ctx, tx, ok, r.cfg.Retention > 0)
 }
 
-// listen opens the LISTEN connection on this schema's channel (see the migration's trigger).
+// listen opens the LISTEN connection on this schema's channel (see WriterConfig.Notify).
 func (r *Relay) listen(ctx context.Context) (*pq.Listener, error) {
 	var schema string
 	if err := r.db.GetContext(ctx, &schema, `SELECT current_schema()`); err != nil {

@@ -269,3 +269,35 @@ FROM sagaflow_outbox WHERE published_at IS NULL`).Scan(&backlog, &min, &quaranti
 	}
 	return backlog, oldest, quarantined, nil
 }
+
+// recordInbox inserts the inbox rows of consumer's ids, which are distinct, and adds to first the
+// ids it inserted (those no committed transaction had). On PostgreSQL the ids travel as one array
+// parameter, so the statement text is the same for every batch.
+func (s storage) recordInbox(ctx context.Context, q Querier, consumer string, ids []string, first map[string]bool) error {
+	var rows *sql.Rows
+	var err error
+	if s.dialect == sqldb.Postgres {
+		rows, err = q.QueryContext(ctx, `INSERT INTO sagaflow_inbox (consumer, message_id) SELECT $1, unnest($2::text[])
+			ON CONFLICT DO NOTHING RETURNING message_id`, consumer, pq.Array(ids))
+	} else {
+		query := `INSERT INTO sagaflow_inbox (consumer, message_id) VALUES ` +
+			strings.TrimSuffix(strings.Repeat("(?, ?), ", len(ids)), ", ") + ` ON CONFLICT DO NOTHING RETURNING message_id`
+		args := make([]any, 0, 2*len(ids))
+		for _, id := range ids {
+			args = append(args, consumer, id)
+		}
+		rows, err = q.QueryContext(ctx, query, args...)
+	}
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return err
+		}
+		first[id] = true
+	}
+	return rows.Err()
+}

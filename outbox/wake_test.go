@@ -18,7 +18,8 @@ import (
 )
 
 // TestRelayWakeUps: with a poll interval of an hour, a commit still reaches the bus at once — woken
-// by LISTEN/NOTIFY on PostgreSQL (from another connection's commit) and by Wake on SQLite.
+// by LISTEN/NOTIFY on PostgreSQL (from another connection's commit, by a writer that asks for it)
+// and by Wake on SQLite.
 func TestRelayWakeUps(t *testing.T) {
 	t.Parallel()
 	const never = time.Hour
@@ -37,6 +38,11 @@ func TestRelayWakeUps(t *testing.T) {
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = db.Close() })
 		b := setup(t, db, nil)
+		var triggers int
+		require.NoError(t, db.GetContext(t.Context(), &triggers, `SELECT COUNT(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+			WHERE t.tgname = 'sagaflow_outbox_notify' AND c.relnamespace = current_schema()::regnamespace`))
+		require.Zero(t, triggers, "commits send no NOTIFY of their own")
+		b.writer = outbox.NewWriter(db, &outbox.WriterConfig{Notify: true})
 		b.write(t, "events.wake.a", message.NewMessage("", nil))
 		r := startRelay(t, db, b.js, outbox.RelayConfig{PollInterval: never, ListenDSN: dsn, Workers: 1})
 		published(t, r, 1) // the first cycle at start; the relay now waits

@@ -36,6 +36,15 @@ type WriterConfig struct {
 	// 1 MiB. Keep it at or below the NATS server's max_payload (nats.Conn.MaxPayload): a larger
 	// message would be committed and then quarantined by the relay.
 	MaxPayload int
+	// Notify, on PostgreSQL, makes Write also send a NOTIFY on the outbox's channel
+	// ("sagaflow_outbox_" + the current schema) in the caller's transaction, which PostgreSQL
+	// delivers at commit: it wakes a relay in another process at once (one with
+	// RelayConfig.ListenDSN, such as "sagaflow relay"). Leave it off when the committing process
+	// runs the relay (it publishes from memory, Relay.Committed) or when the relay's poll
+	// (RelayConfig.PollInterval) is soon enough: a NOTIFY takes PostgreSQL's cluster-wide notify
+	// lock at commit, which serialises the commits of every session that sends one. Ignored on
+	// SQLite.
+	Notify bool
 }
 
 // Writer adds messages to the outbox inside the caller's transaction. It is stateless apart from
@@ -129,6 +138,12 @@ func (w *Writer) Write(ctx context.Context, tx Tx, subject string, msgs ...*mess
 		query, args := insertQuery(w.dialect, rows[start:end])
 		if _, err := tx.ExecContext(ctx, query, args...); err != nil {
 			return fmt.Errorf("outbox: write %d message(s) to %s: %w", end-start, rows[start].subject, err)
+		}
+	}
+	if w.cfg.Notify && w.dialect == sqldb.Postgres {
+		// Several in one transaction are delivered once: PostgreSQL folds equal notifications.
+		if _, err := tx.ExecContext(ctx, `SELECT pg_notify('sagaflow_outbox_' || current_schema(), '')`); err != nil {
+			return fmt.Errorf("outbox: notify relays: %w", err)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -60,12 +61,7 @@ func (p *Participant) process(ctx context.Context, batch []*job) []error {
 		return cmp.Or(cmp.Compare(a.cmd.SagaID, b.cmd.SagaID), cmp.Compare(a.cmd.Step, b.cmd.Step),
 			cmp.Compare(a.cmd.Action, b.cmd.Action))
 	})
-	var results []error
-	var sent replies
-	err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) (err error) {
-		results, sent, err = p.handleBatch(ctx, tx, batch)
-		return err
-	})
+	results, sent, err := p.handleTx(ctx, batch)
 	if err == nil {
 		p.committed(sent)
 	} else {
@@ -136,12 +132,7 @@ func (p *Participant) news(ctx context.Context, batch []*job, results []error) {
 
 // single handles j in a transaction of its own.
 func (p *Participant) single(ctx context.Context, j *job) error {
-	var results []error
-	var sent replies
-	err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) (err error) {
-		results, sent, err = p.handleBatch(ctx, tx, []*job{j})
-		return err
-	})
+	results, sent, err := p.handleTx(ctx, []*job{j})
 	if err != nil {
 		return err
 	}
@@ -158,16 +149,103 @@ type answer struct {
 	err error
 }
 
-// handleBatch handles batch inside tx. It returns one error per job (nil: its reply is written and
-// commits with tx; else its work was rolled back and it must be redelivered), or an error that
-// leaves tx unusable.
+// handleTx handles batch in one transaction and returns what handleBatch does.
+//
+// Handlers first run without savepoints: a savepoint costs a round trip before and after each
+// handler, and each one that writes is a subtransaction with a transaction id of its own (past 64
+// in one transaction, every snapshot taken on the server overflows to pg_subtrans). When a handler
+// fails (an error, a panic, a Reject, a Failure), its writes cannot be undone alone: the
+// transaction is rolled back and the batch handled again in a new one, in which that handler is
+// not called again (its answer stands, as if its writes had been rolled back to a savepoint) and
+// every handler after it runs under a savepoint. The handlers before it run again, since their
+// writes went with the rollback. Should one of those fail now (handlers need not be
+// deterministic), a third pass puts every run under a savepoint. A lone command whose handler
+// returned an error needs no second pass: nothing of its transaction was to be kept.
+func (p *Participant) handleTx(ctx context.Context, batch []*job) ([]error, replies, error) {
+	ps := &pass{safeFrom: math.MaxInt, failed: map[*job]answer{}}
+	for {
+		var results []error
+		var sent replies
+		err := sqldb.InTx(ctx, p.db, func(tx *sqlx.Tx) (err error) {
+			ps.runs = 0
+			results, sent, err = p.handleBatch(ctx, tx, batch, ps)
+			return err
+		})
+		var redo *redoError
+		if !errors.As(err, &redo) {
+			return results, sent, err
+		}
+		if redo.job != nil {
+			ps.failed[redo.job] = redo.answer
+			if len(batch) == 1 && redo.answer.err != nil {
+				return []error{redo.answer.err}, nil, nil
+			}
+		}
+		p.log.DebugContext(ctx, "handler failed without a savepoint; handling the batch again", "batch", len(batch), "err", redo.cause())
+		if ps.safeFrom == math.MaxInt {
+			ps.safeFrom = redo.at
+		} else {
+			ps.safeFrom = 0
+		}
+	}
+}
+
+// pass is how one transaction of handleTx runs handlers: the safeFrom-th run and those after it
+// (counted in the order the batch runs them) take a savepoint, and the jobs whose handler failed
+// in an earlier pass get that answer again without a call.
+type pass struct {
+	safeFrom int
+	runs     int
+	failed   map[*job]answer
+}
+
+// next returns the index of the next run.
+func (s *pass) next() int {
+	s.runs++
+	return s.runs - 1
+}
+
+// safe reports whether run at takes a savepoint.
+func (s *pass) safe(at int) bool { return at >= s.safeFrom }
+
+// redoError aborts a transaction in which run at failed without a savepoint (see handleTx). job
+// and answer are the failed handler's job and answer; job is nil when a statement around the
+// handler failed.
+type redoError struct {
+	at     int
+	job    *job
+	answer answer
+	err    error
+}
+
+func (e *redoError) cause() error {
+	if e.err != nil {
+		return e.err
+	}
+	if e.answer.err != nil {
+		return e.answer.err
+	}
+	return errFailureOutcome
+}
+
+func (e *redoError) Error() string {
+	return fmt.Sprintf("handler run %d failed without a savepoint: %v", e.at, e.cause())
+}
+
+// errFailureOutcome is the cause of a redo for a handler that answered Failure.
+var errFailureOutcome = errors.New("handler answered failure")
+
+// handleBatch handles batch inside tx, each handler run under a savepoint or not as ps says. It
+// returns one error per job (nil: its reply is written and commits with tx; else its work was
+// rolled back and it must be redelivered), or an error that leaves tx unusable (a *redoError when
+// a handler without a savepoint failed).
 //
 // Forward commands are handled together: one statement claims every forward key of the batch in
-// the barrier, one reads the records of those done before, each claimed command runs its handler
-// under a savepoint, and one statement records all outcomes. Compensations follow, one by one (they
-// are rarer and read their forward's outcome, which may have been decided in this same batch).
-// Finally one statement per reply subject writes every reply to the outbox.
-func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job) ([]error, replies, error) {
+// the barrier, one reads the records of those done before, each claimed command runs its handler,
+// and one statement records all outcomes. Compensations follow, one by one (they are rarer and
+// read their forward's outcome, which may have been decided in this same batch). Finally one
+// statement per reply subject writes every reply to the outbox.
+func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job, ps *pass) ([]error, replies, error) {
 	b := barrier{tx: tx}
 	answers := make([]answer, len(batch))
 	owner := map[key]int{} // the job that handles a key; later jobs with the same key copy its answer
@@ -182,14 +260,14 @@ func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job
 		}
 	}
 	if len(keys) > 0 {
-		if err := p.forwards(ctx, b, batch, answers, owner, keys); err != nil {
+		if err := p.forwards(ctx, b, ps, batch, answers, owner, keys); err != nil {
 			return nil, nil, err
 		}
 	}
 	for i, j := range batch {
 		if j.cmd.Action == protocol.ActionCompensate {
 			var err error
-			if answers[i], err = p.compensation(ctx, b, j); err != nil {
+			if answers[i], err = p.compensation(ctx, b, ps, j); err != nil {
 				return nil, nil, err
 			}
 		} else if o := owner[keyOf(&j.cmd)]; o != i {
@@ -199,7 +277,7 @@ func (p *Participant) handleBatch(ctx context.Context, tx *sqlx.Tx, batch []*job
 	return p.replies(ctx, tx, batch, answers)
 }
 
-func (p *Participant) forwards(ctx context.Context, b barrier, batch []*job, answers []answer, owner map[key]int, keys []key) error {
+func (p *Participant) forwards(ctx context.Context, b barrier, ps *pass, batch []*job, answers []answer, owner map[key]int, keys []key) error {
 	claimed, err := b.claim(ctx, protocol.ActionForward, outcomePending, "", keys)
 	if err != nil {
 		return err
@@ -230,7 +308,7 @@ func (p *Participant) forwards(ctx context.Context, b barrier, batch []*job, ans
 				"trace_id", j.traceID(), "attempt", j.cmd.Attempt)
 			continue
 		}
-		res, jobErr, err := p.run(ctx, b.tx, j)
+		res, jobErr, err := p.run(ctx, b.tx, ps, j, ps.next())
 		if err != nil {
 			return err
 		}
@@ -248,13 +326,26 @@ func (p *Participant) forwards(ctx context.Context, b barrier, batch []*job, ans
 	return b.record(ctx, outcomes)
 }
 
-// compensation handles one compensation under a savepoint. The returned error leaves the
-// transaction unusable; the job's own failure is in the answer.
-func (p *Participant) compensation(ctx context.Context, b barrier, j *job) (answer, error) {
+// compensation handles one compensation, under a savepoint if ps says so. The returned error
+// leaves the transaction unusable (a *redoError when the compensation failed without a savepoint);
+// the job's own failure is in the answer.
+func (p *Participant) compensation(ctx context.Context, b barrier, ps *pass, j *job) (answer, error) {
+	at := ps.next()
+	if !ps.safe(at) {
+		res, err := p.compensate1(ctx, b, ps, j, at)
+		var redo *redoError
+		if errors.As(err, &redo) {
+			return answer{}, redo
+		}
+		if err != nil {
+			return answer{}, &redoError{at: at, err: err}
+		}
+		return answer{res: res}, nil
+	}
 	if _, err := b.tx.ExecContext(ctx, "SAVEPOINT sagaflow_cmd"); err != nil {
 		return answer{}, fmt.Errorf("savepoint: %w", err)
 	}
-	res, jobErr := p.compensate1(ctx, b, j)
+	res, jobErr := p.compensate1(ctx, b, ps, j, at)
 	if jobErr != nil {
 		if _, err := b.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT sagaflow_cmd"); err != nil {
 			return answer{}, fmt.Errorf("roll back to savepoint after %w: %w", jobErr, err)
@@ -266,7 +357,9 @@ func (p *Participant) compensation(ctx context.Context, b barrier, j *job) (answ
 	return answer{res: res, err: jobErr}, nil
 }
 
-func (p *Participant) compensate1(ctx context.Context, b barrier, j *job) (Result, error) {
+// compensate1 handles compensation j, run at of the transaction (see pass). Any error leaves the
+// transaction to be rolled back to before it.
+func (p *Participant) compensate1(ctx context.Context, b barrier, ps *pass, j *job, at int) (Result, error) {
 	k := keyOf(&j.cmd)
 	// Claim the forward key first, with a tombstone: if that works, the forward never ran here (a
 	// null compensation), and the tombstone makes a late forward refuse itself. Forward and
@@ -296,7 +389,7 @@ func (p *Participant) compensate1(ctx context.Context, b barrier, j *job) (Resul
 		// Only a forward that succeeded left an effect; a failed or refused one has nothing to undo.
 		if recs[k].Outcome == string(protocol.OutcomeSuccess) {
 			var jobErr, txErr error
-			if res, jobErr, txErr = p.run(ctx, b.tx, j); txErr != nil {
+			if res, jobErr, txErr = p.run(ctx, b.tx, ps, j, at); txErr != nil {
 				return Result{}, txErr
 			} else if jobErr != nil {
 				return Result{}, jobErr
@@ -311,11 +404,19 @@ func (p *Participant) compensate1(ctx context.Context, b barrier, j *job) (Resul
 	return res, b.record(ctx, []decided{{key: k, action: protocol.ActionCompensate, res: res}})
 }
 
-// run calls j's handler under a savepoint. jobErr is the handler's error or panic (its writes are
-// rolled back); on a Failure result its writes are rolled back too. txErr means tx is unusable.
-func (p *Participant) run(ctx context.Context, tx *sqlx.Tx, j *job) (res Result, jobErr, txErr error) {
-	if _, err := tx.ExecContext(ctx, "SAVEPOINT sagaflow_handler"); err != nil {
-		return Result{}, nil, fmt.Errorf("savepoint before handler: %w", err)
+// run calls j's handler as run at of the transaction, under a savepoint if ps says so. jobErr is the handler's error or panic (its writes are rolled back); on a Failure result
+// its writes are rolled back too. txErr means tx is unusable: without a savepoint, a failure is a
+// *redoError. A job whose handler failed in an earlier pass gets that answer again, uncalled.
+func (p *Participant) run(ctx context.Context, tx *sqlx.Tx, ps *pass, j *job, at int) (res Result, jobErr, txErr error) {
+	safe := ps.safe(at)
+	if a, ok := ps.failed[j]; ok {
+		j.events = nil
+		return a.res, a.err, nil
+	}
+	if safe {
+		if _, err := tx.ExecContext(ctx, "SAVEPOINT sagaflow_handler"); err != nil {
+			return Result{}, nil, fmt.Errorf("savepoint before handler: %w", err)
+		}
 	}
 	j.events = nil
 	cmd := newCommand(j.cmd, j.headers)
@@ -332,6 +433,12 @@ func (p *Participant) run(ctx context.Context, tx *sqlx.Tx, j *job) (res Result,
 	res, jobErr = call(j.context(ctx), tx, j.handler, cmd)
 	if jobErr == nil {
 		jobErr = res.err
+	}
+	if !safe {
+		if jobErr != nil || res.outcome == protocol.OutcomeFailure {
+			return Result{}, nil, &redoError{at: at, job: j, answer: answer{res: res, err: jobErr}}
+		}
+		return res, nil, nil
 	}
 	if jobErr != nil || res.outcome == protocol.OutcomeFailure {
 		j.events = nil // rolled back with the handler's other writes

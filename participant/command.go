@@ -19,6 +19,11 @@ import (
 // Config.MaxDeliver deliveries it goes to the dead-letter stream. A panic is treated like an error.
 // On Failure the handler's writes are rolled back too, so a business failure never leaves an
 // effect behind (nothing will compensate it).
+//
+// A handler may be called more than once for one delivery, each time in a new transaction of
+// which only the last can commit: when another command of its batch fails, the batch is handled
+// again (see the package documentation). Effects outside tx must be idempotent, as they must be
+// for redeliveries anyway.
 type Handler func(ctx context.Context, tx *sqlx.Tx, cmd Command) (Result, error)
 
 // Command is what a handler receives: which saga, step and attempt the command belongs to, and the

@@ -24,9 +24,9 @@ type Config struct {
 	Outbox *outbox.Writer
 	// Relay tunes the outbox relay Run runs beside the consumer, publishing the replies (and any
 	// domain events the handlers write to the outbox) from the service's database. Default: the
-	// relay's defaults, named after Service, with this Config's Logger and providers. On PostgreSQL
-	// set Relay.ListenDSN to the database's DSN so commits wake the relay at once (in this process
-	// the participant wakes it itself after each commit).
+	// relay's defaults, named after Service, with this Config's Logger and providers. What this
+	// process commits it publishes from memory at once; see outbox.RelayConfig.ListenDSN and
+	// outbox.WriterConfig.Notify for commits of other processes.
 	Relay *outbox.RelayConfig
 	// DisableRelay runs no relay in this participant: another process relays the service's outbox
 	// ("sagaflow relay --db ...", or an outbox.Relay of your own).
@@ -45,8 +45,8 @@ type Config struct {
 	DisableStreamSetup bool
 	// Logger receives the participant's logs. Default: discard.
 	Logger *slog.Logger
-	// Batch is how many commands are handled in one database transaction (each under its own
-	// savepoint) and how many are taken from the bus at once. Default 32.
+	// Batch is how many commands are handled in one database transaction and how many are taken
+	// from the bus at once. Default 32.
 	Batch int
 	// MaxDeliver bounds the deliveries of a command whose handler keeps returning errors; the last
 	// one goes to the dead-letter stream. Default 10.

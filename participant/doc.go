@@ -22,9 +22,10 @@
 // the dialect is detected from the driver) and js a jetstream.JetStream. Run creates or updates
 // Sagaflow's JetStream streams (unless Config.DisableStreamSetup), runs the relay of the service's
 // outbox so replies and domain events reach the bus (unless Config.DisableRelay, when a separate
-// "sagaflow relay" process does it), and consumes the service's commands. The relay is woken after
-// each commit in this process; on PostgreSQL set Config.Relay.ListenDSN so other processes' commits
-// wake it too.
+// "sagaflow relay" process does it), and consumes the service's commands. The replies of each
+// commit are published from memory at once; rows of other processes' commits are found by the
+// relay's poll (outbox.RelayConfig.PollInterval), or at once on PostgreSQL when their writers set
+// outbox.WriterConfig.Notify and the relay has a ListenDSN.
 //
 // # Guarantees: the barrier
 //
@@ -60,11 +61,17 @@
 //
 // One goroutine reads the service's durable consumer in batches: the commands JetStream has
 // delivered (up to Config.Batch, without waiting to fill a batch) are handled in one transaction,
-// then acknowledged together (dead-lettered or nacked one by one). Each command runs under a
-// savepoint: one command's failure or transient error rolls back only its own part. If the
-// transaction as a whole fails (a deadlock, a commit error), each command is retried in its own
-// transaction. So a busy service pays one commit per batch rather than one per command, and a few
-// statements per batch for the barrier and the outbox rather than several per command.
+// then acknowledged together (dead-lettered or nacked one by one). One command's failure or
+// transient error rolls back only its own part. Handlers run without savepoints while they
+// succeed; when one fails, the transaction is rolled back and the batch handled again in a new
+// one, where the failed handler's answer stands without calling it again and the handlers after it
+// run under savepoints (the handlers before it run again: their writes were rolled back). So a
+// handler may run more than once for one delivery, always in a transaction of which only one
+// commits — as after a redelivery, its effects outside the transaction are its own to make
+// idempotent. If the transaction as a whole fails (a deadlock, a commit error), each command is
+// retried in its own transaction. So a busy service pays one commit per batch rather than one per
+// command, and a few statements per batch for the barrier and the outbox rather than several per
+// command.
 //
 // Replies are new messages (fresh ids) that echo the attempt of the command they answer, so the
 // orchestrator takes a replayed answer as the answer to the attempt it is waiting for.

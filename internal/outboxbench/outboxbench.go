@@ -281,7 +281,8 @@ func (e *env) raw(cfg Config) (float64, error) {
 // writeOutbox commits n messages to subject through the outbox Writer with cfg.Writers
 // goroutines, calling committed with each transaction's message ids after its commit.
 func (e *env) writeOutbox(ctx context.Context, cfg Config, subject string, committed func([]string)) error {
-	w := outbox.NewWriter(e.db, nil)
+	// The relay of the "relay" mode LISTENs: wake it at each commit, as before outbox migration 0002.
+	w := outbox.NewWriter(e.db, &outbox.WriterConfig{Notify: true})
 	return e.writers(ctx, cfg, func(n int) error {
 		msgs := make([]*message.Message, n)
 		for i := range msgs {
