@@ -52,10 +52,11 @@ func (j *job) context(ctx context.Context) context.Context {
 }
 
 // process handles batch (the valid commands of one consumer batch: the hot path, one transaction
-// for many commands) and returns each job's result, in batch's order after sorting. Commands are taken in barrier-key order so
-// that two replicas lock barrier rows in the same order. If the shared transaction fails as a whole
-// (a commit error, a deadlock, a broken connection), every command is retried in a transaction of
-// its own, so one bad command cannot keep failing the others.
+// for many commands) and returns each job's result. It sorts batch in place, in barrier-key order
+// so that two replicas lock barrier rows in the same order; the results follow that order. If the
+// shared transaction fails as a whole (a commit error, a deadlock, a broken connection), every
+// command is retried in a transaction of its own, so one bad command cannot keep failing the
+// others.
 func (p *Participant) process(ctx context.Context, batch []*job) []error {
 	slices.SortFunc(batch, func(a, b *job) int {
 		return cmp.Or(cmp.Compare(a.cmd.SagaID, b.cmd.SagaID), cmp.Compare(a.cmd.Step, b.cmd.Step),

@@ -113,12 +113,13 @@ func TestBatchRedo(t *testing.T) {
 					}
 					cmd := protocol.Command{MessageID: id + "-msg", SagaID: id, Definition: "d", Version: 1, Step: "one", Attempt: 1,
 						Action: action, Service: "svc", Name: "Do", ReplyTo: protocol.ReplySubject("d"), Payload: json.RawMessage(`{}`), Time: time.Now()}
-					batch = append(batch, &job{cmd: cmd, headers: map[string]string{}, handler: handler, done: make(chan error, 1)})
+					batch = append(batch, &job{cmd: cmd, headers: map[string]string{}, handler: handler})
 				}
-				p.process(ctx, batch)
-				for _, j := range batch {
+				results := p.process(ctx, batch) // in batch's order, which process sorts
+				require.Len(t, results, len(batch))
+				for i, j := range batch {
 					id, w := j.cmd.SagaID, tt.want[j.cmd.SagaID]
-					err := <-j.done
+					err := results[i]
 					if w.outcome == "" {
 						require.Error(t, err, id)
 					} else {
