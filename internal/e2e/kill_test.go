@@ -52,6 +52,7 @@ func runOrchestratorChild() error {
 		return err
 	}
 	defer db.Close()
+	db.SetMaxOpenConns(4) // the suite's connection budget (see openSchema)
 	nc, err := nats.Connect(os.Getenv(envNATS), nats.MaxReconnects(-1))
 	if err != nil {
 		return err

@@ -140,18 +140,21 @@ func (s *testStack) DriverDBs() driver.DBs {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	e := &env{nats: natstest.New(t, nil), services: map[string]serviceDB{}}
-	e.orch = openSchema(t)
+	e.orch = openSchema(t, 4)
 	for _, s := range order.Services {
-		e.services[s] = openSchema(t)
+		e.services[s] = openSchema(t, 3)
 	}
 	return e
 }
 
-func openSchema(t *testing.T) serviceDB {
+// openSchema opens a fresh schema with a pool of at most conns connections: the suite shares one
+// PostgreSQL server and stays under its connection budget (README, scripts/busy.sh).
+func openSchema(t *testing.T, conns int) serviceDB {
 	t.Helper()
 	dsn := pgtest.SchemaDSN(t)
 	db, err := sqldb.Open(t.Context(), dsn)
 	require.NoError(t, err)
+	db.SetMaxOpenConns(conns)
 	t.Cleanup(func() { _ = db.Close() })
 	return serviceDB{DB: db, ListenDSN: dsn}
 }

@@ -112,6 +112,18 @@ const shippingFailsTree = `order-fulfilment [sagaflow]
     process saga.cmd.order.CancelOrder [order]
 `
 
+// patientDefinition is fastDefinition with step deadlines no busy machine reaches: the trace tests
+// compare exact span trees, and a timed-out attempt (a second orchestrator starting slowly at load
+// 8 once took longer than fastDefinition's 2 s) would add a legitimate retry span to the tree.
+func patientDefinition(t *testing.T) *saga.Definition {
+	t.Helper()
+	def := fastDefinition(t)
+	for i := range def.Steps {
+		def.Steps[i].Timeout = 10 * time.Minute
+	}
+	return def
+}
+
 // startTracedServices runs the four services, shipping failing every order, each with its own
 // recorded tracer provider.
 func (e *env) startTracedServices(t *testing.T, recs *recorders) {
@@ -120,7 +132,7 @@ func (e *env) startTracedServices(t *testing.T, recs *recorders) {
 	for _, s := range order.Services {
 		tracers[s] = recs.provider(s)
 	}
-	e.startStack(t, stackConfig{Definition: fastDefinition(t), Services: e.services,
+	e.startStack(t, stackConfig{Definition: patientDefinition(t), Services: e.services,
 		Options: services.Options{ShippingFailureRate: 1}, TracerProviderFunc: func(s string) trace.TracerProvider { return tracers[s] }})
 }
 
@@ -129,7 +141,7 @@ func (e *env) startTracedServices(t *testing.T, recs *recorders) {
 func (e *env) startTracedOrchestrator(t *testing.T, recs *recorders) (*testStack, func()) {
 	t.Helper()
 	tp := recs.provider(orchestratorService)
-	return e.startStack(t, stackConfig{Definition: fastDefinition(t), RunOrchestrator: true,
+	return e.startStack(t, stackConfig{Definition: patientDefinition(t), RunOrchestrator: true,
 		Services: map[string]serviceDB{}, TracerProviderFunc: func(string) trace.TracerProvider { return tp }})
 }
 
