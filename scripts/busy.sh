@@ -29,6 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
+logs=$(mktemp -d /tmp/sagaflow-busy.XXXXXX)
+log "each run's output goes to $logs/runN.log (kept)"
 go build -o "$PGTMP/pgpeak" ./internal/cmd/pgpeak
 log "starting $hogs busy loops"
 for _ in $(seq "$hogs"); do
@@ -42,12 +44,13 @@ for run in $(seq "$runs"); do
 	pids+=("$sampler")
 	start=$(date +%s)
 	status=0
-	SAGAFLOW_TEST_POSTGRES=$dsn bash scripts/test.sh >"$PGTMP/run$run.log" 2>&1 || status=$?
+	SAGAFLOW_TEST_POSTGRES=$dsn bash scripts/test.sh >"$logs/run$run.log" 2>&1 || status=$?
 	kill -INT "$sampler"; wait "$sampler" || true
 	secs=$(( $(date +%s) - start ))
 	log "run $run/$runs: rc=$status in ${secs}s, load $(cut -d' ' -f1-3 /proc/loadavg); $(cat "$PGTMP/peak.txt")"
 	if [ "$status" -ne 0 ]; then
-		tail -n 80 "$PGTMP/run$run.log" >&2
+		grep -E '^(--- FAIL|FAIL|panic:)' "$logs/run$run.log" >&2 || true
+		log "the whole output: $logs/run$run.log"
 		exit "$status"
 	fi
 done
