@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"github.com/jmoiron/sqlx"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -38,6 +41,7 @@ type flags struct {
 	createStreams               bool
 	namespace                   string
 	natsAuth                    natsAuth
+	startupTimeout              time.Duration
 }
 
 func parse(args []string) (flags, error) {
@@ -54,6 +58,7 @@ func parse(args []string) (flags, error) {
 	fs.Float64Var(&f.unavailable, "unavailable-rate", 0, "share of handlings that fail transiently and are redelivered; 1 = unavailable")
 	fs.Int64Var(&f.opts.Seed, "seed", 0, "seed of the business failure decisions (0: random)")
 	fs.Int64Var(&f.opts.InitialStock, "initial-stock", services.DefaultInitialStock, "inventory: stock of each SKU in a new database")
+	fs.DurationVar(&f.startupTimeout, "startup-timeout", 2*time.Minute, "how long to wait at start for the database and NATS to answer (a server still starting or recovering) before giving up")
 	fs.IntVar(&f.dbMaxConns, "db-max-conns", 8, "most open PostgreSQL connections (idle ones kept up to the same number)")
 	fs.IntVar(&f.batch, "batch", 0, "commands handled per transaction (default 32)")
 	fs.IntVar(&f.maxDeliver, "max-deliver", 0, "deliveries of a failing command before the dead-letter stream (default 10)")
@@ -72,6 +77,9 @@ func parse(args []string) (flags, error) {
 	}
 	if f.db == "" {
 		errs = append(errs, errors.New("--db is required"))
+	}
+	if f.startupTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--startup-timeout %s: must be positive", f.startupTimeout))
 	}
 	if f.dbMaxConns < 1 {
 		errs = append(errs, fmt.Errorf("--db-max-conns %d: must be at least 1", f.dbMaxConns))
@@ -134,26 +142,41 @@ func run(ctx context.Context, f flags) error {
 		defer srv.Close()
 	}
 
-	db, err := order.OpenDB(ctx, f.db)
+	// A service started while its database or NATS is down or recovering (a crash, a rolling
+	// restart) waits for them, so that nothing needs restarting by hand once they are back.
+	db, err := untilUp(ctx, log, f.startupTimeout, "database", func(ctx context.Context) (*sqlx.DB, error) {
+		db, err := order.OpenDB(ctx, f.db)
+		if err != nil {
+			return nil, err
+		}
+		if db.DriverName() == "postgres" {
+			// The consumer's batches, the relay and the barrier pruning share this pool.
+			db.SetMaxOpenConns(f.dbMaxConns)
+			db.SetMaxIdleConns(f.dbMaxConns)
+		}
+		if err := services.Migrate(ctx, f.service, db, f.opts); err != nil {
+			_ = db.Close()
+			return nil, err
+		}
+		return db, nil
+	})
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	if db.DriverName() == "postgres" {
-		// The consumer's batches, the relay and the barrier pruning share this pool.
-		db.SetMaxOpenConns(f.dbMaxConns)
-		db.SetMaxIdleConns(f.dbMaxConns)
-	}
-	if err := services.Migrate(ctx, f.service, db, f.opts); err != nil {
-		return err
-	}
 	authOpts, err := f.natsAuth.options()
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(f.nats, append([]nats.Option{nats.Name("sagaflow-example-" + f.service), nats.MaxReconnects(-1)}, authOpts...)...)
+	nc, err := untilUp(ctx, log, f.startupTimeout, "NATS", func(context.Context) (*nats.Conn, error) {
+		nc, err := nats.Connect(f.nats, append([]nats.Option{nats.Name("sagaflow-example-" + f.service), nats.MaxReconnects(-1)}, authOpts...)...)
+		if err != nil {
+			return nil, fmt.Errorf("connect to NATS %s: %w", redactURLs(f.nats), err)
+		}
+		return nc, nil
+	})
 	if err != nil {
-		return fmt.Errorf("connect to NATS %s: %w", redactURLs(f.nats), err)
+		return err
 	}
 	defer nc.Close()
 	js, err := jetstream.New(nc)
@@ -179,4 +202,17 @@ func run(ctx context.Context, f flags) error {
 	}
 	log.InfoContext(ctx, "order example service running", "nats", redactURLs(f.nats))
 	return p.Run(ctx)
+}
+
+// untilUp calls open until it succeeds, with exponential backoff (250 ms up to 5 s), for at most
+// timeout; each failure is logged at Warn with what it was waiting for. It returns the last error
+// when timeout passes, or ctx's error.
+func untilUp[T any](ctx context.Context, log *slog.Logger, timeout time.Duration, what string, open func(context.Context) (T, error)) (T, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 250*time.Millisecond, 5*time.Second
+	return backoff.Retry(ctx, func() (T, error) { return open(ctx) },
+		backoff.WithBackOff(b), backoff.WithMaxElapsedTime(timeout),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			log.WarnContext(ctx, "waiting for the "+what, "retry_in", next.Round(time.Millisecond).String(), "err", err)
+		}))
 }
