@@ -68,7 +68,7 @@ type Config struct {
 	// deadline due within TimerInterval send a NOTIFY. Empty: in-process wake-ups and the poll only.
 	ListenDSN string
 	// Relay, when set, is the relay of DB's outbox running in this process: after each commit the
-	// engine hands it the commands it wrote (outbox.Relay.Committed), which it publishes at once
+	// engine hands it the commands it wrote (outbox.Relay.CommittedAll), which it publishes at once
 	// from memory; their rows stay the durable copy. Give that relay a RelayConfig.ClaimDelay
 	// (the orchestrator node uses 2s) so it does not also claim rows still being published.
 	Relay *outbox.Relay

@@ -7,9 +7,9 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 
+	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/outbox"
 )
 
@@ -82,7 +82,7 @@ func (e *Engine) checkStart(businessKey string, input []byte, opts StartOptions)
 
 // checkHeaders checks the header block of each outgoing message against Config.MaxHeaderBytes
 // (at most NATS's limit), counted as NATS does.
-func (e *Engine) checkHeaders(msgs []*message.Message) error {
+func (e *Engine) checkHeaders(msgs []outbox.Envelope) error {
 	for _, m := range msgs {
 		if n := headerBytes(m); n > e.cfg.MaxHeaderBytes {
 			return &LimitError{What: "command headers", Size: n, Limit: e.cfg.MaxHeaderBytes, Setting: "Config.MaxHeaderBytes, at most NATS's 64 KiB"}
@@ -91,10 +91,12 @@ func (e *Engine) checkHeaders(msgs []*message.Message) error {
 	return nil
 }
 
-// headerBytes is the size of m's header block on the wire: "NATS/1.0\r\n", one "Key: value\r\n"
-// per header (Nats-Msg-Id included; local "_sagaflow_" metadata excluded) and the final "\r\n".
-func headerBytes(m *message.Message) int {
-	n := len("NATS/1.0\r\n\r\n") + len(nats.MsgIdHdr) + len(": \r\n") + len(m.UUID)
+// headerBytes is the size of e's header block on the wire: "NATS/1.0\r\n", one "Key: value\r\n"
+// per header (Nats-Msg-Id "<subject>:<id>" included; local "_sagaflow_" metadata excluded) and the
+// final "\r\n".
+func headerBytes(e outbox.Envelope) int {
+	m := e.Message
+	n := len("NATS/1.0\r\n\r\n") + len(nats.MsgIdHdr) + len(": \r\n") + len(bus.MsgID(e.Subject, m.UUID))
 	for k, v := range m.Metadata {
 		if strings.HasPrefix(k, "_sagaflow_") {
 			continue

@@ -8,13 +8,13 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jmoiron/sqlx"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/protocol"
+	"github.com/sagaflow/sagaflow/outbox"
 	"github.com/sagaflow/sagaflow/saga"
 )
 
@@ -28,7 +28,7 @@ type tx struct {
 	changed []*row // in lock (id) order
 	dirty   map[*row]bool
 	history []HistoryEntry
-	msgs    []*message.Message
+	msgs    []outbox.Envelope
 	// nearest is the earliest deadline written, to wake the timers.
 	nearest time.Time
 	// finished lists the sagas this tx finishes, to wake their waiters.
@@ -197,11 +197,10 @@ func (t *tx) send(def *saga.Definition, r *row, a saga.Action, payload []byte) {
 		Time:        t.now,
 	}
 	msg := cmd.Message()
-	msg.Metadata.Set(bus.SubjectKey, t.e.ns().Subject(cmd.Subject()))
 	if tp := r.commandTraceparent(a.Step, string(action), a.Attempt); tp != "" {
 		msg.Metadata.Set(protocol.HeaderTraceparent, tp)
 	}
-	t.msgs = append(t.msgs, msg)
+	t.msgs = append(t.msgs, outbox.Envelope{Subject: t.e.ns().Subject(cmd.Subject()), Message: msg})
 	t.observeSend(def, r, a)
 	t.record(r, HistoryEntry{Kind: HistoryCommand, Step: a.Step, Attempt: a.Attempt, Action: string(action),
 		Detail: detail("service", a.Service, "command", a.Command, "message_id", cmd.MessageID,
@@ -236,12 +235,12 @@ func (t *tx) flush(ctx context.Context) error {
 	return nil
 }
 
-// writeOutbox writes the commands in one call: each goes to its own bus.SubjectKey subject.
+// writeOutbox writes the commands in one call, each to its own service's subject.
 func (t *tx) writeOutbox(ctx context.Context) error {
 	if len(t.msgs) == 0 {
 		return nil
 	}
-	if err := t.e.outbox.Write(ctx, t.sql, t.msgs[0].Metadata.Get(bus.SubjectKey), t.msgs...); err != nil {
+	if err := t.e.outbox.WriteAll(ctx, t.sql, t.msgs); err != nil {
 		return fmt.Errorf("write %d commands to the outbox: %w", len(t.msgs), err)
 	}
 	return nil
@@ -252,7 +251,7 @@ func (t *tx) writeOutbox(ctx context.Context) error {
 func (t *tx) committed(ctx context.Context) {
 	t.report(ctx)
 	if len(t.msgs) > 0 && t.e.cfg.Relay != nil {
-		t.e.cfg.Relay.Committed("", t.msgs...) // each message carries its subject
+		t.e.cfg.Relay.CommittedAll(t.msgs)
 	}
 	if len(t.msgs) > 0 && t.e.cfg.OnCommit != nil {
 		t.e.cfg.OnCommit()

@@ -22,24 +22,33 @@ import (
 // by the claim once its row is older than RelayConfig.ClaimDelay. A message published both ways
 // carries the same Nats-Msg-Id, which JetStream's duplicate window drops.
 
-// Committed hands the relay messages that Writer.Write put in the outbox, in a transaction that
-// has now committed, to publish at once from memory (see the package documentation). subject is
-// the subject given to Write. It never blocks: messages wait in a queue of 4×BatchSize until Run
-// publishes them, and when the queue is full they are left to the claim. Messages with an ordering
-// key are always left to the claim, which keeps key order. Safe for concurrent use.
+// Committed hands the relay messages that Writer.Write put in the outbox to subject, in a
+// transaction that has now committed: CommittedAll with one Envelope per message.
 func (r *Relay) Committed(subject string, msgs ...*message.Message) {
-	for _, m := range msgs {
+	envs := make([]Envelope, len(msgs))
+	for i, m := range msgs {
+		envs[i] = Envelope{Subject: subject, Message: m}
+	}
+	r.CommittedAll(envs)
+}
+
+// CommittedAll hands the relay the envelopes that Writer.WriteAll (or Write) put in the outbox, in
+// a transaction that has now committed, to publish at once from memory (see the package
+// documentation), each to its envelope's subject. It never blocks: messages wait in a queue of
+// 4×BatchSize until Run publishes them, and when the queue is full they are left to the claim.
+// Messages with an ordering key are always left to the claim, which keeps key order. Safe for
+// concurrent use.
+func (r *Relay) CommittedAll(envs []Envelope) {
+	for _, e := range envs {
+		m := e.Message
 		if m == nil || m.UUID == "" || m.Metadata.Get(orderingKey) != "" {
 			continue
 		}
-		out := bus.Message{Subject: subject, ID: m.UUID, Headers: make(map[string]string, len(m.Metadata)), Payload: m.Payload}
+		out := bus.Message{Subject: e.Subject, ID: m.UUID, Headers: make(map[string]string, len(m.Metadata)), Payload: m.Payload}
 		for k, v := range m.Metadata {
 			if !strings.HasPrefix(k, "_sagaflow_") {
 				out.Headers[k] = v
 			}
-		}
-		if v := m.Metadata.Get(bus.SubjectKey); v != "" {
-			out.Subject = v
 		}
 		select {
 		case r.direct <- out:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sagaflow/sagaflow/internal/bus"
 	"github.com/sagaflow/sagaflow/internal/dbtest"
+	"github.com/sagaflow/sagaflow/internal/sqldb"
 	"github.com/sagaflow/sagaflow/outbox"
 )
 
@@ -25,9 +26,9 @@ func TestRelayCommitted(t *testing.T) {
 			m1 := message.NewMessage("", []byte(`{"n":1}`))
 			m1.Metadata.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 			m2 := message.NewMessage("", []byte(`{"n":2}`))
-			m2.Metadata.Set(bus.SubjectKey, "events.order.shipped")
-			b.write(t, "events.order.placed", m1, m2)
-			r.Committed("events.order.placed", m1, m2)
+			envs := []outbox.Envelope{{Subject: "events.order.placed", Message: m1}, {Subject: "events.order.shipped", Message: m2}}
+			require.NoError(t, sqldb.InTx(t.Context(), db, func(tx *sqlx.Tx) error { return b.writer.WriteAll(t.Context(), tx, envs) }))
+			r.CommittedAll(envs)
 
 			got := readStream(t, b.js, bus.StreamEvents, "events.>", 2)
 			require.Equal(t, m1.UUID, got[0].id)

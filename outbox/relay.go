@@ -358,20 +358,57 @@ type batchPublisher interface {
 	PublishBatch(ctx context.Context, msgs []bus.Message) error
 }
 
-// watermillBatch publishes through a Watermill publisher (RelayConfig.PublisherDecorator's): each
-// message's subject goes in its bus.SubjectKey metadata, which bus.Publisher reads and does not send.
+// watermillBatch publishes through a Watermill publisher (RelayConfig.PublisherDecorator's), one
+// Publish call per run of consecutive messages to the same subject, that subject as the topic.
 type watermillBatch struct{ pub message.Publisher }
 
+// PublishBatch publishes msgs run by run and returns the failures of all runs in one
+// *bus.PublishError, indexed by position in msgs: a run's *bus.PublishError is re-indexed, and any
+// other error from a run fails each of its messages with that error.
 func (w watermillBatch) PublishBatch(_ context.Context, msgs []bus.Message) error {
-	wm := make([]*message.Message, len(msgs))
-	for i, m := range msgs {
+	var failures []bus.MessageError
+	for start := 0; start < len(msgs); {
+		end := start + 1
+		for end < len(msgs) && msgs[end].Subject == msgs[start].Subject {
+			end++
+		}
+		failures = append(failures, w.publishRun(msgs[start:end], start)...)
+		start = end
+	}
+	if len(failures) > 0 {
+		return &bus.PublishError{Failures: failures}
+	}
+	return nil
+}
+
+// publishRun publishes run (messages to one subject, at offset in the batch) in one Publish call
+// and returns its failures, indexed by position in the batch.
+func (w watermillBatch) publishRun(run []bus.Message, offset int) []bus.MessageError {
+	wm := make([]*message.Message, len(run))
+	for i, m := range run {
 		wm[i] = message.NewMessage(m.ID, m.Payload)
 		for k, v := range m.Headers {
 			wm[i].Metadata[k] = v
 		}
-		wm[i].Metadata.Set(bus.SubjectKey, m.Subject)
 	}
-	return w.pub.Publish(msgs[0].Subject, wm...)
+	err := w.pub.Publish(run[0].Subject, wm...)
+	if err == nil {
+		return nil
+	}
+	var pe *bus.PublishError
+	if errors.As(err, &pe) {
+		failures := make([]bus.MessageError, len(pe.Failures))
+		for i, f := range pe.Failures {
+			f.Index += offset
+			failures[i] = f
+		}
+		return failures
+	}
+	failures := make([]bus.MessageError, len(run))
+	for i, m := range run {
+		failures[i] = bus.MessageError{Index: offset + i, UUID: m.ID, Subject: m.Subject, Err: err}
+	}
+	return failures
 }
 
 // outcome is what became of a published batch.

@@ -22,33 +22,55 @@ import (
 func TestRelay(t *testing.T) {
 	t.Parallel()
 	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
-		t.Run("PublishesHeadersAndSubjects", func(t *testing.T) {
-			b := setup(t, db, nil)
-			r := startRelay(t, db, b.js, outbox.RelayConfig{})
-			m1 := message.NewMessage("", []byte(`{"n":1}`))
-			m1.Metadata.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-			m2 := message.NewMessage("fixed-id-2", []byte(`{"n":2}`))
-			m2.Metadata.Set(bus.SubjectKey, "events.order.shipped")
-			b.write(t, "events.order.placed", m1, m2)
-			r.Wake()
-			require.NotEmpty(t, m1.UUID, "Write assigns a UUIDv7")
+		// Three messages, two subjects, three runs of one subject: through the relay's own
+		// publisher, and through a Watermill decorator (one Publish call per run).
+		for _, decorated := range []bool{false, true} {
+			t.Run(fmt.Sprintf("PublishesHeadersAndSubjects(decorated=%v)", decorated), func(t *testing.T) {
+				b := setup(t, db, nil)
+				pub := &countingPublisher{}
+				cfg := outbox.RelayConfig{}
+				if decorated {
+					cfg.PublisherDecorator = pub.decorate
+				}
+				r := startRelay(t, db, b.js, cfg)
+				m1 := message.NewMessage("", []byte(`{"n":1}`))
+				m1.Metadata.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+				m2 := message.NewMessage("fixed-id-2", []byte(`{"n":2}`))
+				m3 := message.NewMessage("fixed-id-3", []byte(`{"n":3}`))
+				require.NoError(t, sqldb.InTx(t.Context(), db, func(tx *sqlx.Tx) error {
+					return b.writer.WriteAll(t.Context(), tx, []outbox.Envelope{
+						{Subject: "events.order.placed", Message: m1},
+						{Subject: "events.order.shipped", Message: m2},
+						{Subject: "events.order.placed", Message: m3},
+					})
+				}))
+				r.Wake()
+				require.NotEmpty(t, m1.UUID, "Write assigns a UUIDv7")
 
-			got := readStream(t, b.js, bus.StreamEvents, "events.>", 2)
-			require.Len(t, got, 2)
-			require.Equal(t, m1.UUID, got[0].id)
-			require.Equal(t, "events.order.placed", got[0].subject)
-			require.Equal(t, `{"n":1}`, got[0].data)
-			require.Equal(t, []string{"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, got[0].headers["traceparent"], "header case kept")
-			require.Equal(t, "fixed-id-2", got[1].id)
-			require.Equal(t, "events.order.shipped", got[1].subject)
-			for k := range got[1].headers {
-				require.False(t, strings.HasPrefix(k, "_sagaflow_"), "local metadata %s sent as a header", k)
-			}
-			waitDrained(t, r)
-			var left int
-			require.NoError(t, db.Get(&left, `SELECT count(*) FROM sagaflow_outbox`))
-			require.Zero(t, left, "Retention 0 deletes published rows")
-		})
+				got := readStream(t, b.js, bus.StreamEvents, "events.>", 3)
+				require.Len(t, got, 3)
+				require.Equal(t, m1.UUID, got[0].id)
+				require.Equal(t, "events.order.placed", got[0].subject)
+				require.Equal(t, `{"n":1}`, got[0].data)
+				require.Equal(t, []string{"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}, got[0].headers["traceparent"], "header case kept")
+				require.Equal(t, "fixed-id-2", got[1].id)
+				require.Equal(t, "events.order.shipped", got[1].subject)
+				require.Equal(t, "fixed-id-3", got[2].id)
+				require.Equal(t, "events.order.placed", got[2].subject)
+				for _, m := range got {
+					for k := range m.headers {
+						require.False(t, strings.HasPrefix(k, "_sagaflow_"), "local metadata %s sent as a header", k)
+					}
+				}
+				waitDrained(t, r)
+				var left int
+				require.NoError(t, db.Get(&left, `SELECT count(*) FROM sagaflow_outbox`))
+				require.Zero(t, left, "Retention 0 deletes published rows")
+				if decorated {
+					require.Equal(t, int64(3), pub.calls.Load(), "one Publish per run of one subject")
+				}
+			})
+		}
 
 		t.Run("KeepsPublishedRowsForRetention", func(t *testing.T) {
 			b := setup(t, db, nil)

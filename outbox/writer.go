@@ -103,31 +103,46 @@ func WithOrderingKey(msg *message.Message, key string) *message.Message {
 // parameter limits.
 const rowsPerInsert = 500
 
-// Write adds msgs to the outbox inside tx; they are published after tx commits, and never if it
-// rolls back. Each message goes to subject, or to its bus.SubjectKey metadata when set. A message
-// with an empty UUID gets a UUIDv7 (set on msg, so the caller can read it); the relay publishes it
-// with Nats-Msg-Id "<subject>:<UUID>" (bus.MsgID). Metadata become headers, except "_sagaflow_" keys. A message without a traceparent
-// gets ctx's trace context (W3C traceparent, tracestate, baggage), so its consumer's span joins the
-// trace of whatever wrote it.
+// Envelope is one message and the subject it goes to.
+type Envelope struct {
+	Subject string
+	Message *message.Message
+}
+
+// Write adds msgs to the outbox inside tx, each to subject: WriteAll with one Envelope per message.
+func (w *Writer) Write(ctx context.Context, tx Tx, subject string, msgs ...*message.Message) error {
+	envs := make([]Envelope, len(msgs))
+	for i, m := range msgs {
+		envs[i] = Envelope{Subject: subject, Message: m}
+	}
+	return w.WriteAll(ctx, tx, envs)
+}
+
+// WriteAll adds the envelopes' messages to the outbox inside tx, each to its envelope's subject,
+// in one multi-row insert; they are published after tx commits, and never if it rolls back. A
+// message with an empty UUID gets a UUIDv7 (set on the message, so the caller can read it); the
+// relay publishes it with Nats-Msg-Id "<subject>:<UUID>" (bus.MsgID). Metadata become headers,
+// except "_sagaflow_" keys. A message without a traceparent gets ctx's trace context (W3C
+// traceparent, tracestate, baggage), so its consumer's span joins the trace of whatever wrote it.
 //
-// Every message is checked before anything is written: a nil message, an invalid subject or a
+// Every envelope is checked before anything is written: a nil message, an invalid subject or a
 // message over MaxPayload (*TooLargeError) fails the call with an error matching
 // ErrInvalidMessage, and nothing of it is written. An error from tx (sql.ErrTxDone for a finished
 // transaction, a unique violation for a message id already in the outbox) is wrapped; the
 // transaction is then the caller's to roll back.
-func (w *Writer) Write(ctx context.Context, tx Tx, subject string, msgs ...*message.Message) error {
+func (w *Writer) WriteAll(ctx context.Context, tx Tx, envs []Envelope) error {
 	if tx == nil {
 		return errors.New("outbox: write: transaction is nil")
 	}
-	if len(msgs) == 0 {
+	if len(envs) == 0 {
 		return nil
 	}
-	rows := make([]row, len(msgs))
-	for i, m := range msgs {
-		if m != nil {
-			telemetry.Inject(ctx, m.Metadata)
+	rows := make([]row, len(envs))
+	for i, e := range envs {
+		if e.Message != nil {
+			telemetry.Inject(ctx, e.Message.Metadata)
 		}
-		r, err := w.row(subject, m)
+		r, err := w.row(e.Subject, e.Message)
 		if err != nil {
 			return err
 		}
@@ -167,9 +182,6 @@ func (w *Writer) row(subject string, m *message.Message) (row, error) {
 			return row{}, fmt.Errorf("outbox: message id: %w", err)
 		}
 		m.UUID = id.String()
-	}
-	if s := m.Metadata.Get(bus.SubjectKey); s != "" {
-		subject = s
 	}
 	if err := validateSubject(subject); err != nil {
 		return row{}, fmt.Errorf("%w: message %s: %w", ErrInvalidMessage, m.UUID, err)

@@ -61,10 +61,37 @@ func TestWriteRefusesBadInput(t *testing.T) {
 				require.ErrorIs(t, err, outbox.ErrInvalidMessage, "subject %q", subject)
 				require.Contains(t, err.Error(), "subject", "subject %q", subject)
 			}
-			m := message.NewMessage("", []byte("x"))
-			m.Metadata.Set(bus.SubjectKey, "bad subject")
-			require.ErrorIs(t, writeCommitted("events.ok", message.NewMessage("", nil), m), outbox.ErrInvalidMessage)
+			// A bad subject in one envelope rejects the whole call.
+			tx, err := db.BeginTxx(t.Context(), nil)
+			require.NoError(t, err)
+			err = w.WriteAll(t.Context(), tx, []outbox.Envelope{
+				{Subject: "events.ok", Message: message.NewMessage("", nil)},
+				{Subject: "bad subject", Message: message.NewMessage("bad-1", []byte("x"))},
+			})
+			require.ErrorIs(t, err, outbox.ErrInvalidMessage)
+			require.ErrorContains(t, err, "bad-1")
+			require.NoError(t, tx.Commit())
 			require.Zero(t, count())
+		})
+
+		t.Run("PerMessageSubjects", func(t *testing.T) {
+			require.NoError(t, sqldb.InTx(t.Context(), db, func(tx *sqlx.Tx) error {
+				return w.WriteAll(t.Context(), tx, []outbox.Envelope{
+					{Subject: "events.a.one", Message: message.NewMessage("env-1", nil)},
+					{Subject: "events.b.two", Message: message.NewMessage("env-2", nil)},
+					{Subject: "events.a.one", Message: message.NewMessage("env-3", nil)},
+				})
+			}))
+			var rows []struct {
+				ID      string `db:"message_id"`
+				Subject string `db:"subject"`
+			}
+			require.NoError(t, db.Select(&rows, `SELECT message_id, subject FROM sagaflow_outbox ORDER BY message_id`))
+			require.Len(t, rows, 3)
+			require.Equal(t, []string{"env-1 events.a.one", "env-2 events.b.two", "env-3 events.a.one"},
+				[]string{rows[0].ID + " " + rows[0].Subject, rows[1].ID + " " + rows[1].Subject, rows[2].ID + " " + rows[2].Subject})
+			_, err := db.Exec(`DELETE FROM sagaflow_outbox`)
+			require.NoError(t, err)
 		})
 
 		t.Run("NilMessage", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func TestPublisher(t *testing.T) {
 			msgs[i].Metadata.Set("traceparent", "tp")
 			msgs[i].Metadata.Set("_sagaflow_local", "not sent")
 		}
-		msgs[7].Metadata.Set(bus.SubjectKey, "events.other.y")
+		msgs[7].Metadata.Set(bus.SubjectKey, "events.other.y") // as on a received message: never read
 		require.NoError(t, pub.Publish("events.a.x", msgs...))
 		require.Equal(t, uint64(500), streamMsgs(t, js, bus.StreamEvents))
 		require.NoError(t, pub.Publish("events.a.x", msgs...), "a re-publish is acknowledged")
@@ -74,17 +75,18 @@ func TestPublisher(t *testing.T) {
 		require.NoError(t, err)
 		raw, err := s.GetMsg(t.Context(), 8)
 		require.NoError(t, err)
-		require.Equal(t, "events.other.y", raw.Subject)
-		require.Equal(t, "events.other.y:id-7", raw.Header.Get("Nats-Msg-Id"), "bus.MsgID")
+		require.Equal(t, "events.a.x", raw.Subject, "every message goes to the topic")
+		require.Equal(t, "events.a.x:id-7", raw.Header.Get("Nats-Msg-Id"), "bus.MsgID")
 		require.Equal(t, "tp", raw.Header.Get("traceparent"))
 		require.Empty(t, raw.Header.Get("_sagaflow_local"))
+		require.Empty(t, raw.Header.Get(bus.SubjectKey))
 	})
 
 	t.Run("NamesFailedMessages", func(t *testing.T) {
 		t.Parallel()
 		_, pub := setup(t)
 		bad := message.NewMessage("bad-1", []byte("x"))
-		bad.Metadata.Set(bus.SubjectKey, "events.bad subject")
+		bad.Metadata.Set("Huge", strings.Repeat("h", 70_000)) // over NATS's 64 KiB header limit
 		err := pub.Publish("events.a.x", message.NewMessage("good-1", nil), bad, message.NewMessage("good-2", nil))
 		var pe *bus.PublishError
 		require.ErrorAs(t, err, &pe)

@@ -25,35 +25,23 @@ const (
 	HeaderDLQDeliveries = "Sagaflow-Dlq-Deliveries"
 )
 
-// deadLetterError marks a handler error whose message must leave for the dead-letter stream.
-type deadLetterError struct{ err error }
-
-func (e deadLetterError) Error() string { return e.err.Error() }
-func (e deadLetterError) Unwrap() error { return e.err }
-
 // DeadLetter is Watermill router middleware for messages from a Subscriber. When the handler fails
 // and either the error wraps ErrPermanent or this was delivery maxDeliver (or later; the
-// Subscriber's MaxDeliver), it publishes the message through pub to ns.Subject("saga.dlq.")+<original
-// subject> (saga.dlq.<original subject>; acme.saga.dlq.acme.saga.cmd.… in namespace acme)
-// with its headers plus HeaderDLQReason, HeaderDLQSubject and HeaderDLQDeliveries, and acks it.
-// Other failures pass through (the message is nacked and redelivered). If the dead-letter publish
-// fails, the message is nacked so it is not lost.
+// Subscriber's MaxDeliver), it publishes the message through pub with the topic
+// ns.Subject("saga.dlq.")+<original subject> (saga.dlq.<original subject>;
+// acme.saga.dlq.acme.saga.cmd.… in namespace acme; the original subject is the message's
+// SubjectKey) with its headers plus HeaderDLQReason, HeaderDLQSubject and HeaderDLQDeliveries, and
+// acks it. Other failures pass through (the message is nacked and redelivered). If the dead-letter
+// publish fails, the message is nacked so it is not lost.
 //
-// It is built on Watermill's PoisonQueueWithFilter (which also adds its reason_poisoned,
-// topic_poisoned, handler_poisoned and subscriber_poisoned headers); what it adds is the decision
-// per delivery count and the per-message dead-letter subject.
+// It is built on Watermill's PoisonQueue (which also adds its reason_poisoned, topic_poisoned,
+// handler_poisoned and subscriber_poisoned headers), made for each dead letter with its topic;
+// what it adds is the decision per delivery count and the per-message dead-letter subject.
 //
 // onDeadLetter, when not nil, is called with each message once it is safely in the dead-letter
 // stream (its headers name the reason), to count and log it.
 func DeadLetter(pub message.Publisher, ns Namespace, maxDeliver int, onDeadLetter func(*message.Message)) message.HandlerMiddleware {
-	poison, err := middleware.PoisonQueueWithFilter(pub, ns.Subject(DLQPrefix)+"unknown", func(err error) bool {
-		var dl deadLetterError
-		return errors.As(err, &dl)
-	})
-	if err != nil {
-		panic(err) // the topic is a non-empty constant
-	}
-	mark := func(h message.HandlerFunc) message.HandlerFunc {
+	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			out, err := h(msg)
 			if err == nil {
@@ -70,18 +58,13 @@ func DeadLetter(pub message.Publisher, ns Namespace, maxDeliver int, onDeadLette
 			if subject == "" {
 				subject = "unknown"
 			}
-			msg.Metadata.Set(SubjectKey, ns.Subject(DLQPrefix)+subject)
-			return out, deadLetterError{err}
-		}
-	}
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		handle := poison(mark(h))
-		if onDeadLetter == nil {
-			return handle
-		}
-		return func(msg *message.Message) ([]*message.Message, error) {
-			out, err := handle(msg)
-			if err == nil && msg.Metadata.Get(HeaderDLQReason) != "" {
+			poison, perr := middleware.PoisonQueue(pub, ns.Subject(DLQPrefix)+subject)
+			if perr != nil {
+				return out, errors.Join(err, perr) // unreachable: the topic is never empty
+			}
+			failed := func(*message.Message) ([]*message.Message, error) { return out, err }
+			out, err = poison(failed)(msg)
+			if err == nil && onDeadLetter != nil {
 				onDeadLetter(msg)
 			}
 			return out, err

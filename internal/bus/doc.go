@@ -35,6 +35,7 @@
 //   - DeadLetter is router middleware that moves a message that failed its last allowed delivery (or
 //     failed permanently) to saga.dlq.<subject>, with the reason in its headers, and acks it.
 //
-// At the Watermill boundary only, metadata keys starting with "_sagaflow_" are local instructions
-// (SubjectKey) or local facts (DeliveryKey) and are never sent as headers.
+// At the Watermill boundary only, metadata keys starting with "_sagaflow_" are local facts and are
+// never sent as headers: SubjectKey and DeliveryKey are set on received messages, never read when
+// publishing (Publish sends every message to its topic).
 package bus

@@ -17,9 +17,10 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// SubjectKey is the metadata key that overrides the publish subject of one message (it is not sent
-// as a header). The Subscriber sets it on every message it receives to the subject the message
-// arrived on.
+// SubjectKey is metadata the Subscriber sets on every message it receives: the subject the message
+// arrived on (a Watermill message has no other place for it). It is set on received messages,
+// never read when publishing: Publish sends every message to its topic, and, like every
+// "_sagaflow_" key, it is not sent as a header.
 const SubjectKey = "_sagaflow_subject"
 
 // DeliveryKey is metadata the Subscriber sets on every message it receives: the JetStream delivery
@@ -125,23 +126,18 @@ type Message struct {
 	Payload []byte
 }
 
-// Publish sends msgs to topic (Watermill's message.Publisher): each to topic, or to its SubjectKey
-// metadata when set, with its UUID as ID and every other metadata entry as a header. See
-// PublishBatch.
+// Publish sends msgs to topic (Watermill's message.Publisher), every one of them, with its UUID as
+// ID and its metadata as headers, except "_sagaflow_" keys. See PublishBatch.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	batch := make([]Message, len(msgs))
 	for i, m := range msgs {
-		subject := topic
-		if s := m.Metadata.Get(SubjectKey); s != "" {
-			subject = s
-		}
 		h := make(map[string]string, len(m.Metadata))
 		for k, v := range m.Metadata {
 			if !strings.HasPrefix(k, localPrefix) {
 				h[k] = v
 			}
 		}
-		batch[i] = Message{Subject: subject, ID: m.UUID, Headers: h, Payload: m.Payload}
+		batch[i] = Message{Subject: topic, ID: m.UUID, Headers: h, Payload: m.Payload}
 	}
 	return p.PublishBatch(context.Background(), batch)
 }
