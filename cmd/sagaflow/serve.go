@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+
 	"github.com/jmoiron/sqlx"
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -35,11 +37,14 @@ type serverFlags struct {
 	logLevel   string
 	// namespace prefixes streams, subjects and durable consumers (bus.Namespace).
 	namespace string
+	// startupTimeout bounds the wait at start for the database and NATS to answer.
+	startupTimeout time.Duration
 }
 
 func (f *serverFlags) register(c *cobra.Command, needNATS bool) {
 	c.Flags().StringVar(&f.db, "db", "", "database URL: postgres://user@host/db?sslmode=disable or sqlite:PATH (required)")
 	c.Flags().IntVar(&f.dbMaxConns, "db-max-conns", DefaultDBMaxConns, "most open PostgreSQL connections of this process (idle ones kept up to the same number); SQLite always uses 4")
+	c.Flags().DurationVar(&f.startupTimeout, "startup-timeout", 2*time.Minute, "how long to wait at start for the database (and NATS) to answer — a server still starting or recovering — retrying with backoff, before giving up")
 	if needNATS {
 		c.Flags().StringVar(&f.nats, "nats", nats.DefaultURL, "NATS server URLs, comma-separated")
 		f.natsAuth.register(c)
@@ -55,6 +60,9 @@ func (f *serverFlags) check() error {
 	}
 	if f.dbMaxConns < 1 {
 		return usageError{fmt.Errorf("--db-max-conns %d: must be at least 1", f.dbMaxConns)}
+	}
+	if f.startupTimeout <= 0 {
+		return usageError{fmt.Errorf("--startup-timeout %s: must be positive", f.startupTimeout)}
 	}
 	if f.logFormat != "json" && f.logFormat != "text" {
 		return usageError{fmt.Errorf("--log-format %q: want json or text", f.logFormat)}
@@ -114,6 +122,35 @@ func connectNATS(urls, name string, auth natsAuthFlags, logger *slog.Logger) (*n
 // batches, timers, the relay, retention, the HTTP API) while six processes stay inside
 // PostgreSQL's default max_connections of 100.
 const DefaultDBMaxConns = 16
+
+// openDB opens f.db (see openDB), waiting up to --startup-timeout for the server to answer.
+func (f *serverFlags) openDB(ctx context.Context, logger *slog.Logger) (*sqlx.DB, error) {
+	return untilUp(ctx, logger, f.startupTimeout, "database", func(ctx context.Context) (*sqlx.DB, error) {
+		return openDB(ctx, f.db, f.dbMaxConns)
+	})
+}
+
+// connectNATS connects to f.nats (see connectNATS), waiting up to --startup-timeout for a server
+// to answer.
+func (f *serverFlags) connectNATS(ctx context.Context, name string, logger *slog.Logger) (*nats.Conn, error) {
+	return untilUp(ctx, logger, f.startupTimeout, "NATS", func(context.Context) (*nats.Conn, error) {
+		return connectNATS(f.nats, name, f.natsAuth, logger)
+	})
+}
+
+// untilUp calls open until it succeeds, with exponential backoff (250 ms up to 5 s), for at most
+// timeout (at least one call), so that a process started while its database or NATS is down or
+// recovering waits for it instead of exiting; each failure is logged at Warn. It returns the last
+// error once timeout has passed, or ctx's error.
+func untilUp[T any](ctx context.Context, logger *slog.Logger, timeout time.Duration, what string, open func(context.Context) (T, error)) (T, error) {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval, b.MaxInterval = 250*time.Millisecond, 5*time.Second
+	return backoff.Retry(ctx, func() (T, error) { return open(ctx) },
+		backoff.WithBackOff(b), backoff.WithMaxElapsedTime(max(timeout, time.Nanosecond)),
+		backoff.WithNotify(func(err error, next time.Duration) {
+			logger.WarnContext(ctx, "waiting for the "+what, "retry_in", next.Round(time.Millisecond).String(), "err", err)
+		}))
+}
 
 // openDB opens the database at url; on PostgreSQL the pool holds at most maxConns connections, and
 // keeps as many idle (so a busy node does not reconnect between bursts). SQLite keeps sqldb.Open's
@@ -180,7 +217,7 @@ environment variable.`,
 			if err := definitions.NewRegistry().LoadDir(defsDir); err != nil {
 				return fmt.Errorf("load definitions: %w", err)
 			}
-			db, err := openDB(ctx, f.db, f.dbMaxConns)
+			db, err := f.openDB(ctx, logger)
 			if err != nil {
 				return err
 			}
@@ -201,7 +238,7 @@ environment variable.`,
 			hup := make(chan os.Signal, 1)
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
-			nc, err := connectNATS(f.nats, "sagaflow-serve", f.natsAuth, logger)
+			nc, err := f.connectNATS(ctx, "sagaflow-serve", logger)
 			if err != nil {
 				return err
 			}
@@ -292,7 +329,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 				return err
 			}
 			defer obs.shutdown()
-			db, err := openDB(ctx, f.db, f.dbMaxConns)
+			db, err := f.openDB(ctx, logger)
 			if err != nil {
 				return err
 			}
@@ -304,7 +341,7 @@ a service's database, or for the orchestrator's when "sagaflow serve --relay=fal
 			} else if err := outbox.CheckMigrations(ctx, db); err != nil {
 				return fmt.Errorf("--migrate=false: %w", err)
 			}
-			nc, err := connectNATS(f.nats, "sagaflow-relay", f.natsAuth, logger)
+			nc, err := f.connectNATS(ctx, "sagaflow-relay", logger)
 			if err != nil {
 				return err
 			}
@@ -350,7 +387,7 @@ func newMigrateCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 		PreRunE: func(*cobra.Command, []string) error { return f.check() },
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := openDB(cmd.Context(), f.db, f.dbMaxConns)
+			db, err := f.openDB(cmd.Context(), f.logger(cmd.ErrOrStderr()))
 			if err != nil {
 				return err
 			}
