@@ -587,6 +587,10 @@ func listenTimers(ctx context.Context, dsn string, wake func()) error {
 	if err := l.Listen(timerChannel); err != nil {
 		return fmt.Errorf("listen for timer notifications: %w", err)
 	}
+	// A deadline committed by another replica before the LISTEN took effect sent a notification
+	// nobody heard: wake once now, so the timers re-read the nearest deadline instead of sleeping
+	// until their fallback poll.
+	wake()
 	// A quiet connection can die unnoticed; pinging it now and then makes the listener reconnect.
 	ping := time.NewTicker(90 * time.Second)
 	defer ping.Stop()
