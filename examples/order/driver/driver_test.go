@@ -16,11 +16,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/examples/order/inventory"
 	"github.com/sagaflow/sagaflow/examples/order/orders"
 	"github.com/sagaflow/sagaflow/examples/order/payment"
 	"github.com/sagaflow/sagaflow/examples/order/shipping"
-	"github.com/sagaflow/sagaflow/internal/dbtest"
 )
 
 // shop is the four services' tables in one database, written directly as the services would.
@@ -136,7 +136,7 @@ func TestCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+			ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 				s := newShop(t, db)
 				s.completed("o-done", apple, banana)
 				s.compensated("o-undone", apple)
@@ -156,7 +156,7 @@ func TestCheck(t *testing.T) {
 
 func TestCheckWithOutcomes(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		s := newShop(t, db)
 		// The engine says completed, but the shipping service has no shipment.
 		s.exec(`INSERT INTO orders (order_id, saga_id, customer, items, amount_cents, status) VALUES ('o-1', 's', 'c', '[]', 1, 'created')`)
@@ -216,7 +216,7 @@ func (st *shopStarter) Wait(ctx context.Context, id string) (string, error) {
 
 func TestRun(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		s := newShop(t, db)
 		st := &shopStarter{s: s}
 		var progress bytes.Buffer
@@ -242,7 +242,7 @@ func TestRun(t *testing.T) {
 
 func TestRunCountsStuck(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		s := newShop(t, db)
 		rep, err := Run(t.Context(), Config{Orders: 3, Concurrency: 3, Starter: &shopStarter{s: s, hang: true},
 			DBs: s.dbs(), OrderTimeout: 50 * time.Millisecond})
@@ -256,7 +256,7 @@ func TestRunCountsStuck(t *testing.T) {
 // error with its cause, not a stuck saga.
 func TestRunReportsWaitErrors(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		s := newShop(t, db)
 		cause := errors.New("pq: terminating connection due to administrator command")
 		rep, err := Run(t.Context(), Config{Orders: 5, Concurrency: 2, Starter: &shopStarter{s: s, waitErr: cause}, DBs: s.dbs()})

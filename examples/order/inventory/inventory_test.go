@@ -10,7 +10,6 @@ import (
 
 	"github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
-	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
@@ -28,7 +27,7 @@ func available(t *testing.T, db *sqlx.DB, sku string) int {
 
 func TestInventory(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		setupStock(t, db)
 		s := newService(Options{})
 		res, err := ordertest.Handle(t, db, s.reserve, "saga-1", ordertest.Order)
@@ -66,7 +65,7 @@ func TestInventory(t *testing.T) {
 
 func TestInventoryFaults(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		setupStock(t, db)
 		s := newService(Options{OutOfStockRate: 1})
 		res, err := ordertest.Handle(t, db, s.reserve, "saga-1", ordertest.Order)

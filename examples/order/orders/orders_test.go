@@ -10,13 +10,12 @@ import (
 
 	"github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
-	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
 func TestOrders(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		require.NoError(t, Migrate(t.Context(), db))
 		require.NoError(t, Migrate(t.Context(), db), "migrating twice is a no-op")
 		s := newService(Options{})

@@ -10,13 +10,12 @@ import (
 
 	"github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
-	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
 func TestPayment(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		require.NoError(t, Migrate(t.Context(), db))
 		s := newService(Options{})
 
@@ -44,7 +43,7 @@ func TestPayment(t *testing.T) {
 
 func TestPaymentFaults(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		require.NoError(t, Migrate(t.Context(), db))
 		s := newService(Options{DeclineRate: 1})
 		res, err := ordertest.Handle(t, db, s.charge, "saga-1", ordertest.Order)

@@ -7,16 +7,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/examples/order/services"
-	"github.com/sagaflow/sagaflow/internal/dbtest"
-	"github.com/sagaflow/sagaflow/internal/natstest"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
 func TestMigrateAndRegister(t *testing.T) {
 	t.Parallel()
-	js := natstest.New(t, nil).JetStream(t)
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	js := ordertest.JetStream(t, ordertest.NATS(t))
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		opts := services.Options{InitialStock: 7}
 		for _, svc := range order.Services {
 			require.NoError(t, services.Migrate(t.Context(), svc, db, opts), svc)

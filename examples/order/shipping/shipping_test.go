@@ -10,13 +10,12 @@ import (
 
 	"github.com/sagaflow/sagaflow/examples/order"
 	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
-	"github.com/sagaflow/sagaflow/internal/dbtest"
 	"github.com/sagaflow/sagaflow/participant"
 )
 
 func TestShipping(t *testing.T) {
 	t.Parallel()
-	dbtest.Each(t, func(t *testing.T, db *sqlx.DB) {
+	ordertest.EachDB(t, func(t *testing.T, db *sqlx.DB) {
 		require.NoError(t, Migrate(t.Context(), db))
 		res, err := ordertest.Handle(t, db, newService(Options{}).schedule, "saga-1", ordertest.Order)
 		require.NoError(t, err)

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sagaflow/sagaflow/examples/order"
-	"github.com/sagaflow/sagaflow/internal/natstest"
+	"github.com/sagaflow/sagaflow/examples/order/internal/ordertest"
 	"github.com/sagaflow/sagaflow/outbox"
 )
 
@@ -33,15 +33,15 @@ func TestParseValidates(t *testing.T) {
 // plain NATS client, and reads the reply its relay publishes.
 func TestRunAnswersCommands(t *testing.T) {
 	t.Parallel()
-	srv := natstest.New(t, nil)
+	srv := ordertest.NATS(t)
 	f, err := parse([]string{"--service", "payment", "--db", "sqlite:" + filepath.Join(t.TempDir(), "payment.db"),
-		"--nats", srv.URL(), "--log-level", "warn"})
+		"--nats", srv.ClientURL(), "--log-level", "warn"})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, f) }()
 
-	js := srv.JetStream(t)
+	js := ordertest.JetStream(t, srv)
 	require.NoError(t, outbox.EnsureStreams(t.Context(), js, nil))
 	in, _ := json.Marshal(map[string]any{"input": order.Input{OrderID: "o-1", Customer: "c", Items: []order.Item{{SKU: "sku-fig", Qty: 1}}, AmountCents: 250}})
 	cmd := nats.NewMsg("saga.cmd.payment.ChargePayment")

@@ -1,7 +1,7 @@
-// Package ordertest holds what the tests of the order example's four services share: running a
-// handler in a transaction the way the participant does, counting rows, a sample order. Their
-// databases and NATS servers come from the repository's one test infrastructure (internal/dbtest,
-// internal/sqlitetest, internal/pgtest, internal/natstest).
+// Package ordertest holds what the tests of the order example's four services share: a database of
+// each kind and an in-process NATS JetStream server per test, running a handler in a transaction
+// the way the participant does, counting rows, a sample order. It uses only public packages, as a
+// service outside this repository would.
 package ordertest
 
 import (
